@@ -1,0 +1,28 @@
+"""`python -m user_hasher`: validate settings, configure logs, serve until signalled."""
+
+import asyncio
+import json
+import sys
+
+from user_hasher.logs import configure_logging
+from user_hasher.settings import SettingsError, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(json.dumps({"level": "CRITICAL", "message": str(error)}), file=sys.stderr)
+        return 2
+    configure_logging(settings.LOG_LEVEL, settings.APP_VERSION)
+
+    # Imported after logging is configured so import-time messages are JSON too.
+    from user_hasher.main import create_service
+    from user_hasher.server import serve
+
+    asyncio.run(serve(create_service(settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

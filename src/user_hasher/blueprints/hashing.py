@@ -1,0 +1,16 @@
+import json
+
+from quart import Blueprint, Response, current_app, request
+
+from user_hasher.hashing import user_hash
+from user_hasher.lib.user_id import parse_user_id
+
+blueprint = Blueprint("hashing", __name__)
+
+
+@blueprint.get("/user_hash")
+async def get_user_hash() -> Response:
+    user_id = parse_user_id(request.query_string)
+    digest = user_hash(user_id, current_app.config["USER_SALT"])
+    # The body is exactly the JSON string, no trailing newline: clients compare it byte for byte.
+    return Response(json.dumps(digest), content_type="application/json")

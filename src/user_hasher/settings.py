@@ -1,0 +1,50 @@
+"""Every environment setting the service reads, validated once at startup."""
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from user_hasher import __version__
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    # No env prefix: the names (USER_SALT, POD_IP, ...) are the brief's and the Deployment's.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+
+    HOST: str = "0.0.0.0"  # a pod must listen on its own IP, not loopback
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    # SecretStr keeps the salt out of repr(), logs and validation errors.
+    USER_SALT: SecretStr = SecretStr("")
+    APP_VERSION: str = Field(default=__version__, min_length=1)
+    POD_IP: str = Field(default="unknown", min_length=1)
+    NODE_IP: str = Field(default="unknown", min_length=1)
+    # How long a terminating pod keeps serving after it turns unready, so that
+    # Kubernetes can take it out of the Service endpoints before it stops listening.
+    DRAIN_SECONDS: float = Field(default=5.0, ge=0, le=300)
+    # How long in-flight requests get to finish once the listener has closed.
+    GRACEFUL_TIMEOUT_SECONDS: float = Field(default=10.0, ge=0, le=300)
+    LOG_LEVEL: LogLevel = "INFO"
+
+    @property
+    def salt_is_set(self) -> bool:
+        return bool(self.USER_SALT.get_secret_value())
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the variable but never echoes secrets."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            for issue in error.errors(include_input=False, include_url=False)
+        )
+        raise SettingsError(f"invalid environment settings: {problems}") from None

@@ -1,0 +1,30 @@
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.service import ServiceProcess
+
+SALT = "TESTSALT"
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Factory: start_service(USER_SALT="x", DRAIN_SECONDS="1") -> a ready ServiceProcess.
+
+    At teardown every process is stopped, and its output is checked for the salt:
+    a salt must never reach a log line, whatever the test did.
+    """
+    started: list[tuple[ServiceProcess, dict[str, str]]] = []
+
+    def start(wait_ready: bool = True, **env: str) -> ServiceProcess:
+        service = ServiceProcess(tmp_path / f"service-{len(started)}.log", env).start()
+        started.append((service, env))
+        return service.wait_ready() if wait_ready else service
+
+    yield start
+    for service, env in started:
+        service.stop()
+        salt = env.get("USER_SALT")
+        if salt:
+            assert salt not in service.output, "the salt value appeared in the process output"
