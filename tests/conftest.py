@@ -2,10 +2,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from tests.support.service import ServiceProcess
+from user_hasher.main import Service, create_service
+from user_hasher.settings import Settings
 
 SALT = "TESTSALT"
+
+
+@pytest.fixture
+def service() -> Service:
+    """A freshly assembled service (not started), with the brief's test salt."""
+    return create_service(Settings(USER_SALT=SecretStr(SALT)))
 
 
 @pytest.fixture

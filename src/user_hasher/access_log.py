@@ -12,6 +12,9 @@ from user_hasher.routing import route_of
 
 logger = logging.getLogger("user_hasher.access")
 
+# Kubelet probes every pod every few seconds; at INFO they would drown the traffic.
+_PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
+
 
 def log_access(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -30,12 +33,14 @@ def log_access(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_recording)
         finally:
-            logger.info(
+            route = route_of(scope)
+            logger.log(
+                logging.DEBUG if route in _PROBE_ROUTES else logging.INFO,
                 "request",
                 extra={
                     "event": "request",
                     "method": scope["method"],
-                    "route": route_of(scope),
+                    "route": route,
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "http_version": scope.get("http_version"),

@@ -38,7 +38,7 @@ class ServiceProcess:
     """
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+        self.port = int(env["PORT"]) if env and "PORT" in env else free_port()
         self.log_path = log_path
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in {"USER_SALT"}},

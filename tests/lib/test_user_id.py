@@ -1,0 +1,48 @@
+import pytest
+
+from user_hasher.lib.errors import APIError
+from user_hasher.lib.user_id import MAX_USER_ID_LENGTH, parse_user_id
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"user_id=TESTUSERID", "TESTUSERID"),
+        (b"user_id=a%20b", "a b"),
+        (b"user_id=a+b", "a b"),
+        (b"user_id=zo%C3%AB", "zoë"),
+        (b"other=1&user_id=x", "x"),
+        (b"user_id=" + b"a" * MAX_USER_ID_LENGTH, "a" * MAX_USER_ID_LENGTH),
+        # The limit counts characters, not bytes: 256 two-byte characters are fine.
+        (b"user_id=" + b"%C3%AB" * MAX_USER_ID_LENGTH, "ë" * MAX_USER_ID_LENGTH),
+    ],
+)
+def test_accepts(query: bytes, expected: str) -> None:
+    assert parse_user_id(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (b"", "missing required query parameter 'user_id'"),
+        (b"userid=x", "missing required query parameter 'user_id'"),
+        (b"user_id=", "query parameter 'user_id' must not be empty"),
+        (b"user_id", "query parameter 'user_id' must not be empty"),
+        (b"user_id=a&user_id=b", "query parameter 'user_id' must be given once"),
+        (b"user_id=a&user_id=a", "query parameter 'user_id' must be given once"),
+        (
+            b"user_id=" + b"a" * (MAX_USER_ID_LENGTH + 1),
+            "query parameter 'user_id' is longer than 256 characters",
+        ),
+        (b"user_id=%ff", "query string is not valid UTF-8"),
+        (b"user_id=%C3", "query string is not valid UTF-8"),
+        (b"user_id=%zz", "query string has an invalid percent-encoding"),
+        (b"user_id=abc%", "query string has an invalid percent-encoding"),
+        (b"user_id=\xc3\xab", "query string has raw non-ASCII bytes; percent-encode them"),
+    ],
+)
+def test_refuses_with_a_clear_400(query: bytes, message: str) -> None:
+    with pytest.raises(APIError) as caught:
+        parse_user_id(query)
+    assert caught.value.status_code == 400
+    assert caught.value.message == message

@@ -1,0 +1,134 @@
+"""A rolling update behind a real load balancer, the way a Service sees it.
+
+HAProxy plays kube-proxy: it health-checks /readyz every 200 ms and stops
+routing to a backend that fails once. Retries are off, so every request the
+proxy cannot serve reaches the client as a failure. Two old pods are replaced by
+a new one while the load runs, as `maxSurge: 1, maxUnavailable: 0` would.
+"""
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.load import LoadResult, LoadRun, wait_until
+from tests.support.service import ServiceProcess, free_port, http_get
+from tests.support.tools import require_tool
+
+pytestmark = pytest.mark.slow
+
+StartService = Callable[..., ServiceProcess]
+HAPROXY_CONFIG = """\
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+    # No retries or redispatch: a request sent to a pod that refuses it is a failure.
+    retries 0
+
+frontend service
+    bind 127.0.0.1:{port}
+    default_backend pods
+
+backend pods
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    # Like a readiness probe with periodSeconds 0.2, failureThreshold 2 and a timeout
+    # generous enough that a pod busy with this very load is not taken for dead.
+    timeout check 2s
+    default-server inter 200ms fall 2 rise 1
+{servers}
+"""
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int], str], int]]:
+    binary = require_tool("haproxy", "apt-get install haproxy")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(backend_ports: list[int], down_at_start: str) -> int:
+        port = free_port()
+        servers = "\n".join(
+            f"    server pod{n} 127.0.0.1:{backend} check"
+            for n, backend in enumerate(backend_ports)
+        )
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
+        log = (tmp_path / "haproxy.log").open("wb")
+        processes.append(
+            subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
+        )
+        assert wait_until(lambda: _answers(port), timeout=15), "haproxy did not come up"
+        # HAProxy assumes a server up until its checks fail; traffic must not start
+        # before the proxy has seen the not-yet-started surge pod as down.
+        log_path = tmp_path / "haproxy.log"
+        assert wait_until(lambda: f"{down_at_start} is DOWN" in log_path.read_text(), timeout=15)
+        return port
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def _served_hashes(service: ServiceProcess) -> int:
+    return service.output.count('"route": "/user_hash"')
+
+
+def _roll(
+    start_service: StartService, haproxy: Callable[[list[int], str], int], drain: str
+) -> tuple[LoadResult, list[int]]:
+    env = {"USER_SALT": "TESTSALT", "DRAIN_SECONDS": drain, "GRACEFUL_TIMEOUT_SECONDS": "5"}
+    old = [start_service(**env), start_service(**env)]
+    new_port = free_port()
+    port = haproxy([old[0].port, old[1].port, new_port], "pods/pod2")
+    new = start_service(wait_ready=False, PORT=str(new_port), **env)  # the surge pod
+    exit_codes = []
+    with LoadRun("127.0.0.1", port, "TESTSALT", max_seconds=60) as load:
+        assert wait_until(lambda: all(_served_hashes(pod) > 0 for pod in old), timeout=15)
+        new.wait_ready()
+        assert wait_until(lambda: _served_hashes(new) > 0, timeout=15)
+        for pod in old:
+            pod.send_signal(signal.SIGTERM)
+            exit_codes.append(pod.wait_exit(timeout=30))
+        served_before = load.result.ok
+        assert wait_until(lambda: load.result.ok >= served_before + 50, timeout=15)
+        result = load.stop()
+    return result, exit_codes
+
+
+def test_rolling_update_behind_a_load_balancer_drops_nothing(
+    start_service: StartService, haproxy: Callable[[list[int], str], int]
+) -> None:
+    started = time.monotonic()
+    result, exit_codes = _roll(start_service, haproxy, drain="2")
+    print(
+        f"rolling update: {result.ok} ok, {len(result.failures)} failed, "
+        f"{time.monotonic() - started:.1f} s: {result.failures[:5]}"
+    )
+    assert result.failures == []
+    assert exit_codes == [0, 0]
+
+
+def test_negative_control_without_a_drain_the_load_balancer_drops_requests(
+    start_service: StartService, haproxy: Callable[[list[int], str], int]
+) -> None:
+    """Same roll with DRAIN_SECONDS=0: the pod stops listening before the proxy
+    notices, so requests fail. This is what the drain is for, and proves the
+    zero above is not the checker's blindness."""
+    result, exit_codes = _roll(start_service, haproxy, drain="0")
+    print(f"no drain: {result.ok} ok, {len(result.failures)} failed: {result.failures[:3]}")
+    assert len(result.failures) > 0
+    assert exit_codes == [0, 0]

@@ -1,0 +1,183 @@
+"""Process tests: the real `python -m user_hasher` on a real socket, real signals."""
+
+import http.client
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.load import LoadRun, wait_until
+from tests.support.service import ServiceProcess, http_get
+
+pytestmark = pytest.mark.slow
+
+StartService = Callable[..., ServiceProcess]
+CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    """Sends raw bytes, returns what the server answered before closing (bounded)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if len(answer) > 1_000_000:
+                break
+        return answer
+
+
+def test_contract_over_http(start_service: StartService) -> None:
+    service = start_service(USER_SALT="TESTSALT")
+    status, headers, body = http_get(service.port, "/user_hash?user_id=TESTUSERID")
+    assert (status, body) == (200, CONTRACT_BODY)
+    assert headers["content-type"] == "application/json"
+
+
+def test_head_has_headers_and_no_body(start_service: StartService) -> None:
+    service = start_service(USER_SALT="TESTSALT")
+    answer = raw_request(
+        service.port,
+        b"HEAD /user_hash?user_id=TESTUSERID HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"content-length: 42" in head.lower()
+    assert body == b""
+
+
+def test_health_endpoints(start_service: StartService) -> None:
+    service = start_service()
+    assert http_get(service.port, "/healthz")[0] == 200
+    assert http_get(service.port, "/readyz")[0] == 200
+
+
+def test_unset_salt_is_warned_about_once_at_startup(start_service: StartService) -> None:
+    service = start_service()
+    warnings = [line for line in service.output.splitlines() if '"salt_unset"' in line]
+    assert len(warnings) == 1
+    assert json.loads(warnings[0])["level"] == "WARNING"
+
+
+def test_oversized_request_line_and_headers_are_refused_without_harm(
+    start_service: StartService,
+) -> None:
+    service = start_service(USER_SALT="TESTSALT")
+    keep_alive = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5)
+    keep_alive.connect()
+    try:
+        huge_line = b"GET /user_hash?user_id=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        assert raw_request(service.port, huge_line).startswith(b"HTTP/1.1 431")
+        huge_header = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+        assert raw_request(service.port, huge_header).startswith(b"HTTP/1.1 431")
+        assert raw_request(service.port, b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+        # A connection opened before the abuse still works, and so do new ones.
+        keep_alive.request("GET", "/user_hash?user_id=TESTUSERID")
+        assert keep_alive.getresponse().read() == CONTRACT_BODY
+        assert http_get(service.port, "/user_hash?user_id=TESTUSERID")[2] == CONTRACT_BODY
+    finally:
+        keep_alive.close()
+
+
+def test_logs_are_json_and_never_hold_the_user_id_or_query(start_service: StartService) -> None:
+    service = start_service(USER_SALT="TESTSALT")
+    secret_id = "private-user-4711"
+    for target in (
+        f"/user_hash?user_id={secret_id}",
+        f"/user_hash?user_id={secret_id}&user_id=x",
+        f"/{secret_id}",
+        f"/user_hash?user_id={secret_id}{'z' * 300}",
+    ):
+        http_get(service.port, target)
+    service.send_signal(signal.SIGTERM)
+    service.wait_exit(timeout=30)
+    lines = service.output.splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    access = [record for record in records if record.get("event") == "request"]
+    assert [record["route"] for record in access] == [
+        "/user_hash",
+        "/user_hash",
+        "unmatched",
+        "/user_hash",
+    ]
+    assert [record["status"] for record in access] == [200, 400, 404, 400]
+    assert secret_id not in service.output
+    assert "user_id=" not in service.output
+
+
+def test_sigterm_under_load_drops_nothing(start_service: StartService) -> None:
+    drain, graceful = 3.0, 5.0
+    service = start_service(
+        USER_SALT="TESTSALT", DRAIN_SECONDS=str(drain), GRACEFUL_TIMEOUT_SECONDS=str(graceful)
+    )
+    readyz_during_drain: list[int] = []
+    with LoadRun("127.0.0.1", service.port, "TESTSALT", max_seconds=30) as load:
+        assert wait_until(lambda: load.result.ok >= 50, timeout=15), "load never got going"
+        signalled = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        assert wait_until(
+            lambda: (
+                readyz_during_drain.append(http_get(service.port, "/readyz")[0])
+                or readyz_during_drain[-1] == 503
+            ),
+            timeout=drain / 2,
+        )
+        # A Service stops routing to the pod once it is unready; the load here stops
+        # inside the drain window the same way, well before the listener closes.
+        time.sleep(max(0.0, signalled + drain / 2 - time.monotonic()))
+        result = load.stop()
+    exit_code = service.wait_exit(timeout=drain + graceful + 10)
+    exit_seconds = time.monotonic() - signalled
+
+    print(
+        f"load: {result.ok} ok, {len(result.failures)} failed, "
+        f"{result.connection_close_seen} saw Connection: close; exit {exit_code} "
+        f"after {exit_seconds:.2f} s"
+    )
+    assert result.failures == []
+    assert result.ok >= 50
+    assert readyz_during_drain[-1] == 503
+    assert result.connection_close_seen > 0
+    assert exit_code == 0
+    assert exit_seconds <= drain + graceful + 1
+
+
+def test_idle_sigterm_without_drain_exits_fast(start_service: StartService) -> None:
+    service = start_service(DRAIN_SECONDS="0")
+    signalled = time.monotonic()
+    service.send_signal(signal.SIGTERM)
+    assert service.wait_exit(timeout=10) == 0
+    assert time.monotonic() - signalled < 1.0
+
+
+def test_sigint_drains_and_exits_0_too(start_service: StartService) -> None:
+    service = start_service(DRAIN_SECONDS="0.5")
+    service.send_signal(signal.SIGINT)
+    assert service.wait_exit(timeout=10) == 0
+    assert '"reason": "SIGINT"' in service.output
+
+
+def test_second_signal_skips_the_rest_of_the_drain(start_service: StartService) -> None:
+    service = start_service(DRAIN_SECONDS="120", GRACEFUL_TIMEOUT_SECONDS="2")
+    service.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: http_get(service.port, "/readyz")[0] == 503, timeout=10)
+    signalled_again = time.monotonic()
+    service.send_signal(signal.SIGTERM)
+    assert service.wait_exit(timeout=30) == 0
+    assert time.monotonic() - signalled_again < 2 + 1
+    assert '"drain_cut_short"' in service.output
+
+
+def test_negative_control_load_checker_sees_a_killed_server(start_service: StartService) -> None:
+    """The zero above means something: the same checker counts drops from a SIGKILL."""
+    service = start_service(USER_SALT="TESTSALT")
+    with LoadRun("127.0.0.1", service.port, "TESTSALT", max_seconds=30) as load:
+        assert wait_until(lambda: load.result.ok >= 50, timeout=15)
+        service.send_signal(signal.SIGKILL)
+        assert wait_until(lambda: len(load.result.failures) >= 10, timeout=10)
+        result = load.stop()
+    assert service.wait_exit(timeout=10) == -signal.SIGKILL
+    assert len(result.failures) >= 10
