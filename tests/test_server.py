@@ -150,7 +150,18 @@ def test_idle_sigterm_without_drain_exits_fast(start_service: StartService) -> N
     signalled = time.monotonic()
     service.send_signal(signal.SIGTERM)
     assert service.wait_exit(timeout=10) == 0
-    assert time.monotonic() - signalled < 1.0
+    exit_seconds = time.monotonic() - signalled
+    print(f"idle SIGTERM with DRAIN_SECONDS=0: exit 0 after {exit_seconds:.3f} s")
+    assert exit_seconds < 1.0
+
+
+def test_port_already_taken_is_one_clear_error(start_service: StartService) -> None:
+    first = start_service()
+    second = start_service(wait_ready=False, PORT=str(first.port))
+    assert second.wait_exit(timeout=30) == 1
+    failure = json.loads(second.output.splitlines()[-1])
+    assert failure["event"] == "serve_failed"
+    assert "Traceback" not in second.output
 
 
 def test_sigint_drains_and_exits_0_too(start_service: StartService) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import sys
 
 from user_hasher.logs import configure_logging
@@ -20,7 +21,13 @@ def main() -> int:
     from user_hasher.main import create_service
     from user_hasher.server import serve
 
-    asyncio.run(serve(create_service(settings)))
+    try:
+        asyncio.run(serve(create_service(settings)))
+    except OSError as error:  # typically the port is taken: say so in one line, not a traceback
+        logging.getLogger("user_hasher").critical(
+            "cannot serve: %s", error, extra={"event": "serve_failed"}
+        )
+        return 1
     return 0
 
 
