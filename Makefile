@@ -34,9 +34,11 @@ test: install lint manifest-check ## Set up and run every check and test (what C
 	$(PY) -m pytest
 
 .PHONY: lint
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, hadolint, shellcheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/shellcheck .ci/run $$(find . -name '*.sh' -not -path './.venv/*' -not -path './.venv-checkov/*' -not -path './.git/*')
 
 .PHONY: format
 format: install ## Apply ruff fixes and formatting
@@ -56,12 +58,105 @@ bench: install ## Run the benchmarks in bench/ (prints numbers, asserts nothing)
 
 # --- Container image (issue 4) ------------------------------------------------
 
+IMAGE_NAME := user-hasher
+# The package version, never `latest`: a Deployment names exactly the build it runs.
+IMAGE := $(IMAGE_NAME):$(VERSION)
+# Any docker client. It talks to whatever engine DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+# name, so `eval $$(minikube docker-env) && make image` builds straight into minikube's engine.
+DOCKER ?= docker
+# Built by `make base-image` where Docker Hub is unreachable (CI here). It trusts that machine's
+# local CA certificates: a stand-in for CI, never the base of a shipped image.
+LOCAL_BASE_IMAGE := user-hasher-base:bookworm
+# Empty means the Dockerfile's pinned python:3.11-slim-bookworm. Unset, it is the local base when
+# the engine in use has one (CI), so the same `make image` works on both kinds of machine.
+BASE_IMAGE ?= $(shell $(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 && echo $(LOCAL_BASE_IMAGE))
+# OCI labels: the commit (marked -dirty when the tree has changes) and where the source lives,
+# without any credentials a remote URL may carry.
+VCS_REF ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git status --porcelain 2>/dev/null | grep -q . && echo -dirty)
+SOURCE_URL ?= $(or $(shell git config --get remote.origin.url 2>/dev/null | sed -E 's#//[^/@]*@#//#'),unknown)
+
+.PHONY: image
+image: ## Build the image user-hasher:VERSION (BASE_IMAGE=... picks the base)
+	@base='$(BASE_IMAGE)'; echo "image: building $(IMAGE) on $${base:-the Dockerfile default base}"
+	DOCKER_BUILDKIT=0 $(DOCKER) build --network=host \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--build-arg APP_VERSION=$(VERSION) \
+		--build-arg VCS_REF=$(VCS_REF) \
+		--build-arg SOURCE_URL=$(SOURCE_URL) \
+		--tag $(IMAGE) .
+
+.PHONY: image-ref
+image-ref: ## Print the image reference `make image` builds (for scripts and tests)
+	@echo $(IMAGE)
+
+.PHONY: base-image
+base-image: ## Build the local Debian base (once; reused) for machines without Docker Hub
+	DOCKER=$(DOCKER) scripts/docker/build-base-image.sh $(LOCAL_BASE_IMAGE)
+
 # --- Kubernetes (issue 5) -----------------------------------------------------
 
+# Written for a laptop with minikube and kubectl. The names are those in k8s/ (the
+# namespace is `user-hasher`: Kubernetes forbids `_`); tests/k8s checks they agree.
+MANIFEST := user_hasher.yaml
+K8S_NAMESPACE := user-hasher
+K8S_APP := user-hasher
+MINIKUBE_PROFILE ?= minikube
+# Every kubectl call names minikube's context, so these targets never touch whatever
+# cluster the current context happens to point at. The image is built by the container
+# section's `image` target inside `minikube docker-env` (assigned first: a failing
+# `eval "$$(...)"` would go on and build into the local engine instead).
+KUBECTL := kubectl --context $(MINIKUBE_PROFILE)
+# A rollout step takes ~10 s (pod ready in ~1 s + minReadySeconds 5); 3 steps plus a slow
+# first image load fit well inside 300 s, and a stuck rollout fails sooner anyway, when
+# it passes the Deployment's progressDeadlineSeconds (120 s).
+ROLLOUT_TIMEOUT := 300s
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: manifest
+manifest: ## Render user_hasher.yaml from k8s/*.yaml (commit both)
+	python3 scripts/k8s/render_manifest.py
+
 .PHONY: manifest-check
-manifest-check: ## (placeholder until the Kubernetes section lands)
-	@true
+manifest-check: ## Fail if user_hasher.yaml differs from what `make manifest` renders
+	python3 scripts/k8s/render_manifest.py --check
+
+.PHONY: minikube-deploy
+minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml, wait
+	minikube -p $(MINIKUBE_PROFILE) status >/dev/null 2>&1 || minikube -p $(MINIKUBE_PROFILE) start
+	docker_env="$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" && eval "$$docker_env" && $(MAKE) --no-print-directory image
+	$(KUBECTL) apply -f $(MANIFEST)
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_APP) --timeout=$(ROLLOUT_TIMEOUT)
+
+.PHONY: rollout
+rollout: ## Rebuild the image in minikube, roll out a new revision and wait for it
+	docker_env="$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" && eval "$$docker_env" && $(MAKE) --no-print-directory image
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout restart deployment/$(K8S_APP)
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_APP) --timeout=$(ROLLOUT_TIMEOUT)
+
+.PHONY: smoke
+smoke: ## Port-forward the minikube Service to localhost and run scripts/smoke.sh against it
+	scripts/k8s/port_forward_smoke.sh $(MINIKUBE_PROFILE) $(K8S_NAMESPACE) $(K8S_APP)
+
+.PHONY: undeploy
+undeploy: ## Delete everything user_hasher.yaml created in minikube (the namespace too)
+	$(KUBECTL) delete -f $(MANIFEST) --ignore-not-found --wait --timeout=$(ROLLOUT_TIMEOUT)
+
+# checkov's dependency tree is large, so it gets its own venv; tests/k8s/test_checkov.py
+# runs `make checkov-venv` (a no-op once installed).
+.PHONY: checkov-venv
+checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with the pinned checkov
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.lock
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.lock
+	touch $@
+
+.PHONY: checkov-lock
+checkov-lock: install ## Re-pin requirements/checkov.lock from requirements/checkov.in
+	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q \
+		--custom-compile-command "make checkov-lock" -o requirements/checkov.lock
 
 .PHONY: clean
 clean: ## Remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-checkov .pytest_cache .ruff_cache .hypothesis

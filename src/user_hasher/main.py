@@ -14,6 +14,9 @@ from user_hasher.asgi import ASGIApp
 from user_hasher.blueprints import hashing, health
 from user_hasher.lib.errors import APIError
 from user_hasher.lifecycle import Lifecycle, close_connections_while_draining
+from user_hasher.metrics.endpoint import serve_metrics
+from user_hasher.metrics.middleware import measure_requests
+from user_hasher.metrics.registry import Metrics
 from user_hasher.routing import record_route
 from user_hasher.settings import Settings, load_settings
 
@@ -28,10 +31,11 @@ class Service:
     settings: Settings
 
 
-def create_quart_app(settings: Settings, lifecycle: Lifecycle) -> Quart:
-    app = Quart(__name__)
+def create_quart_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> Quart:
+    app = Quart(__name__, static_folder=None)  # no static files: no /static/ route either
     app.config["USER_SALT"] = settings.USER_SALT.get_secret_value()
     app.extensions["lifecycle"] = lifecycle
+    app.extensions["metrics"] = metrics
 
     app.before_request(record_route)
     app.register_blueprint(hashing.blueprint)
@@ -55,8 +59,14 @@ def create_quart_app(settings: Settings, lifecycle: Lifecycle) -> Quart:
 def create_service(settings: Settings | None = None) -> Service:
     settings = settings if settings is not None else load_settings()
     lifecycle = Lifecycle(drain_seconds=settings.DRAIN_SECONDS)
-    quart_app = create_quart_app(settings, lifecycle)
-    asgi: ASGIApp = log_access(quart_app)
+    metrics = Metrics(settings)
+    quart_app = create_quart_app(settings, lifecycle, metrics)
+    # Innermost first. Scrapes are answered by serve_metrics, outside the access log
+    # and the request metrics (monitoring is not traffic), but inside the drain, so a
+    # draining pod tells Prometheus to reconnect too.
+    asgi: ASGIApp = measure_requests(quart_app, metrics)
+    asgi = log_access(asgi)
+    asgi = serve_metrics(asgi, metrics)
     asgi = close_connections_while_draining(asgi, lifecycle)
     return Service(asgi=asgi, quart=quart_app, lifecycle=lifecycle, settings=settings)
 

@@ -12,5 +12,7 @@ blueprint = Blueprint("hashing", __name__)
 async def get_user_hash() -> Response:
     user_id = parse_user_id(request.query_string)
     digest = user_hash(user_id, current_app.config["USER_SALT"])
+    if request.method != "HEAD":  # a HEAD response carries no hash
+        current_app.extensions["metrics"].count_hash()
     # The body is exactly the JSON string, no trailing newline: clients compare it byte for byte.
     return Response(json.dumps(digest), content_type="application/json")

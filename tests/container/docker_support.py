@@ -1,0 +1,197 @@
+"""Build the real image and run real containers of it, for tests.
+
+Used by the fixtures in tests/container/conftest.py; importable from any test that needs the
+image (`from tests.container.docker_support import run_container, ...`).
+
+Every container runs with `--network=host` and binds 127.0.0.1 on a free port: this machine's
+dockerd has no bridge (scripts/docker/start-dockerd.sh), and nothing may listen beyond loopback.
+Every docker call has a timeout; callers remove what they start (`Container.remove`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.service import free_port, http_get
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The Makefile's DOCKER (default `docker`): the same client builds and runs.
+DOCKER = os.environ.get("DOCKER", "docker")
+
+# A cold build took 17 s here (base image present, wheels from PyPI); 15 min covers a slow
+# index without letting CI hang.
+BUILD_TIMEOUT_SECONDS = 900.0
+# One docker CLI call (run, inspect, logs, rm): normally well under a second.
+DOCKER_CALL_TIMEOUT_SECONDS = 60.0
+# `docker run` to /readyz 200 took 0.7 s here; generous for a busy 2-core machine.
+READY_TIMEOUT_SECONDS = 30.0
+
+# The issue's hardened run: what a locked-down pod allows, expressed as docker flags.
+HARDENED_RUN_ARGS: tuple[str, ...] = (
+    "--read-only",
+    "--user",
+    "10001",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--memory",
+    "128m",
+)
+
+
+def project_version() -> str:
+    """The one version source (pyproject.toml), which `make image` tags and labels with."""
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+class DockerError(RuntimeError):
+    pass
+
+
+def docker(*args: str, timeout: float = DOCKER_CALL_TIMEOUT_SECONDS) -> str:
+    """Runs `docker ARGS`, returns stdout; a non-zero exit raises with docker's stderr."""
+    result = subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise DockerError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result.stdout
+
+
+def engine_problem() -> str | None:
+    """Why no Docker engine can be used, or None when one answers."""
+    if shutil.which(DOCKER) is None:
+        return f"no docker client ({DOCKER!r}) on PATH"
+    try:
+        docker("version", "--format", "{{.Server.Version}}", timeout=20)
+    except (DockerError, subprocess.TimeoutExpired) as error:
+        return f"the docker engine does not answer ({error})"
+    return None
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in {"", "0", "false"}
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    build_seconds: float
+
+
+def _make(*args: str, timeout: float) -> str:
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-6000:]
+        raise DockerError(f"make {' '.join(args)} exited {result.returncode}:\n{output}")
+    return result.stdout
+
+
+def build_image() -> Image:
+    """`make image`: the one build definition (base, version, labels) CI and developers use."""
+    started = time.monotonic()
+    _make("image", timeout=BUILD_TIMEOUT_SECONDS)
+    build_seconds = time.monotonic() - started
+    return Image(ref=_make("-s", "image-ref", timeout=30).strip(), build_seconds=build_seconds)
+
+
+def inspect_image(ref: str) -> dict[str, Any]:
+    return json.loads(docker("image", "inspect", ref))[0]
+
+
+@dataclass
+class Container:
+    id: str
+    port: int
+    run_started: float = field(default_factory=time.monotonic)
+    ready_seconds: float | None = None
+
+    def inspect(self) -> dict[str, Any]:
+        return json.loads(docker("container", "inspect", self.id))[0]
+
+    def logs(self) -> str:
+        result = subprocess.run(
+            [DOCKER, "logs", self.id],
+            capture_output=True,
+            text=True,
+            timeout=DOCKER_CALL_TIMEOUT_SECONDS,
+            check=False,
+        )
+        return result.stdout + result.stderr
+
+    def get(self, target: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.port, target, timeout=timeout)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> Container:
+        """Polls /readyz until 200; records the time since `docker run` started."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/readyz", timeout=1)[0] == 200:
+                    self.ready_seconds = time.monotonic() - self.run_started
+                    return self
+            except OSError:
+                if not self.inspect()["State"]["Running"]:
+                    raise DockerError(f"container exited before ready:\n{self.logs()}") from None
+            time.sleep(0.05)
+        raise TimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
+
+    def host_pid(self) -> int:
+        """The container's PID 1 as the host sees it (for reading /proc/<pid>/...)."""
+        return int(self.inspect()["State"]["Pid"])
+
+    def stop(self, grace_seconds: int) -> float:
+        """`docker stop -t grace_seconds` (SIGTERM, SIGKILL after the grace); returns seconds."""
+        started = time.monotonic()
+        docker("stop", "-t", str(grace_seconds), self.id, timeout=grace_seconds + 30)
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        subprocess.run(
+            [DOCKER, "rm", "--force", self.id],
+            capture_output=True,
+            timeout=DOCKER_CALL_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+
+def run_container(
+    image_ref: str,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    command: Sequence[str] = (),
+) -> Container:
+    """`docker run -d` on the host network, serving on 127.0.0.1 and a free port.
+
+    `extra_args` go before the image (e.g. HARDENED_RUN_ARGS, or a Deployment's securityContext
+    as docker flags); `env` adds `-e NAME=VALUE`; `command` goes after the image (arguments to
+    the entrypoint). Not waited for: call `.wait_ready()`.
+    """
+    port = free_port()
+    env_args = [
+        arg
+        for name, value in {"HOST": "127.0.0.1", "PORT": str(port), **(env or {})}.items()
+        for arg in ("--env", f"{name}={value}")
+    ]
+    started = time.monotonic()
+    container_id = docker(
+        "run", "--detach", "--network=host", *env_args, *extra_args, image_ref, *command
+    ).strip()
+    return Container(id=container_id, port=port, run_started=started)

@@ -1,0 +1,229 @@
+"""The semantic checks pass on the real manifests and catch each kind of break."""
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.k8s.manifest_checks import (
+    CHECKS,
+    all_problems,
+    check_service_monitor,
+    is_valid_name,
+    selects,
+)
+from tests.k8s.manifests import Doc, app_container, only, pod_spec
+
+
+def test_the_manifests_pass_every_check(manifest_docs: list[Doc], version: str) -> None:
+    assert all_problems(manifest_docs, version) == []
+    assert len(CHECKS) == 9
+
+
+def test_the_service_monitor_scrapes_the_service(
+    manifest_docs: list[Doc], monitoring_docs: list[Doc]
+) -> None:
+    assert check_service_monitor(manifest_docs, monitoring_docs) == []
+
+
+def test_a_service_monitor_on_the_wrong_port_is_caught(
+    manifest_docs: list[Doc], monitoring_docs: list[Doc]
+) -> None:
+    only(monitoring_docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] = "metrics"
+    assert check_service_monitor(manifest_docs, monitoring_docs) == [
+        "ServiceMonitor endpoint port 'metrics' is no Service port"
+    ]
+
+
+def _deployment(docs: list[Doc]) -> Doc:
+    return only(docs, "Deployment")
+
+
+def _env(docs: list[Doc], name: str) -> Doc:
+    return next(v for v in app_container(_deployment(docs))["env"] if v["name"] == name)
+
+
+def _set_service_selector(docs: list[Doc]) -> None:
+    only(docs, "Service")["spec"]["selector"]["app.kubernetes.io/name"] = "user-hasher-v2"
+
+
+def _set_pdb_selector(docs: list[Doc]) -> None:
+    only(docs, "PodDisruptionBudget")["spec"]["selector"] = {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["user-hasher"]}
+        ]
+    }
+
+
+def _set_deployment_selector(docs: list[Doc]) -> None:
+    _deployment(docs)["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] = "blue"
+
+
+def _drop_network_policy_selector(docs: list[Doc]) -> None:
+    only(docs, "NetworkPolicy")["spec"]["podSelector"] = {}
+
+
+def _retarget_hpa(docs: list[Doc]) -> None:
+    only(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] = "user-hasher-old"
+
+
+def _rename_container_port(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["ports"][0]["name"] = "web"
+
+
+def _number_the_target_port(docs: list[Doc]) -> None:
+    only(docs, "Service")["spec"]["ports"][0]["targetPort"] = 8080
+
+
+def _listen_elsewhere(docs: list[Doc]) -> None:
+    _env(docs, "PORT")["value"] = "9000"
+
+
+def _rename_secret(docs: list[Doc]) -> None:
+    only(docs, "Secret")["metadata"]["name"] = "user-salt-v2"
+
+
+def _drop_secret_key(docs: list[Doc]) -> None:
+    only(docs, "Secret")["stringData"] = {"USER_SALT": "TESTSALT"}
+
+
+def _underscore_namespace(docs: list[Doc]) -> None:
+    for doc in docs:
+        key = "name" if doc["kind"] == "Namespace" else "namespace"
+        doc["metadata"][key] = "user_hasher"
+
+
+def _underscore_secret(docs: list[Doc]) -> None:
+    only(docs, "Secret")["metadata"]["name"] = "user_salt"
+    _env(docs, "USER_SALT")["valueFrom"]["secretKeyRef"]["name"] = "user_salt"
+
+
+def _service_name_starting_with_a_digit(docs: list[Doc]) -> None:
+    only(docs, "Service")["metadata"]["name"] = "1-user-hasher"
+
+
+def _long_port_name(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["ports"][0]["name"] = "http-for-clients"
+
+
+def _default_namespace(docs: list[Doc]) -> None:
+    only(docs, "HorizontalPodAutoscaler")["metadata"].pop("namespace")
+
+
+def _short_grace_period(docs: list[Doc]) -> None:
+    pod_spec(_deployment(docs))["terminationGracePeriodSeconds"] = 15
+
+
+def _longer_drain(docs: list[Doc]) -> None:
+    _env(docs, "DRAIN_SECONDS")["value"] = "25"
+
+
+def _latest_image(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["image"] = "user-hasher:latest"
+
+
+def _untagged_image(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["image"] = "registry.local:5000/user-hasher"
+
+
+def _old_image(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["image"] = "user-hasher:0.0.9"
+
+
+def _stale_version_label(docs: list[Doc]) -> None:
+    _deployment(docs)["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = "0"
+
+
+def _latest_in_an_annotation(docs: list[Doc]) -> None:
+    only(docs, "Service")["metadata"]["annotations"] = {"built-from": "user-hasher:latest"}
+
+
+def _allow_unavailable(docs: list[Doc]) -> None:
+    _deployment(docs)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1
+
+
+def _pdb_blocks_drains(docs: list[Doc]) -> None:
+    only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] = 3
+
+
+def _probe_on_another_port(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["readinessProbe"]["httpGet"]["port"] = 8001
+
+
+def _unknown_service_account(docs: list[Doc]) -> None:
+    pod_spec(_deployment(docs))["serviceAccountName"] = "default-sa"
+
+
+MUTATIONS: dict[str, tuple[Callable[[list[Doc]], None], str]] = {
+    "service selector": (_set_service_selector, "Service selector does not select"),
+    "pdb selector": (_set_pdb_selector, "PodDisruptionBudget selector does not select"),
+    "deployment selector": (_set_deployment_selector, "Deployment selector does not match"),
+    "networkpolicy selector": (_drop_network_policy_selector, "NetworkPolicy podSelector"),
+    "hpa target": (_retarget_hpa, "HorizontalPodAutoscaler targets"),
+    "container port renamed": (_rename_container_port, "Service targetPort 'http' is not"),
+    "target port number": (_number_the_target_port, "Service targetPort 8080 is not"),
+    "app port": (_listen_elsewhere, "the app listens on 9000"),
+    "secret renamed": (_rename_secret, "no Secret named 'user-salt'"),
+    "secret key": (_drop_secret_key, "Secret user-salt has no key 'salt'"),
+    "namespace with _": (
+        _underscore_namespace,
+        "Namespace name 'user_hasher' is not a valid label",
+    ),
+    "secret with _": (_underscore_secret, "Secret name 'user_salt' is not a valid subdomain"),
+    "service name": (_service_name_starting_with_a_digit, "not a valid dns1035 name"),
+    "port name": (_long_port_name, "is not an IANA_SVC_NAME"),
+    "namespace missing": (_default_namespace, "HorizontalPodAutoscaler user-hasher is in None"),
+    "grace period": (_short_grace_period, "terminationGracePeriodSeconds 15 is not above"),
+    "drain": (_longer_drain, "terminationGracePeriodSeconds 30 is not above drain + graceful = 35"),
+    "latest tag": (_latest_image, "has no tag or the tag latest"),
+    "no tag": (_untagged_image, "has no tag or the tag latest"),
+    "old tag": (_old_image, "is not tagged with the package version"),
+    "version label": (_stale_version_label, "pod template label app.kubernetes.io/version"),
+    "latest anywhere": (_latest_in_an_annotation, "'user-hasher:latest' uses latest"),
+    "max unavailable": (_allow_unavailable, "maxUnavailable: 0"),
+    "pdb": (_pdb_blocks_drains, "PDB minAvailable 3 leaves no pod of 3 evictable"),
+    "probe port": (_probe_on_another_port, "readinessProbe port 8001"),
+    "service account": (_unknown_service_account, "serviceAccountName 'default-sa'"),
+}
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_a_broken_copy_is_caught(manifest_docs: list[Doc], version: str, name: str) -> None:
+    mutate, expected = MUTATIONS[name]
+    mutate(manifest_docs)
+    problems = all_problems(manifest_docs, version)
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("name", "rule", "valid"),
+    [
+        ("user-hasher", "label", True),
+        ("user_hasher", "label", False),
+        ("User-hasher", "label", False),
+        ("-user-hasher", "label", False),
+        ("a" * 63, "label", True),
+        ("a" * 64, "label", False),
+        ("user-salt.v1", "subdomain", True),
+        ("user_salt", "subdomain", False),
+        ("user-salt.", "subdomain", False),
+        ("9-hasher", "dns1035", False),
+        ("hasher-9", "dns1035", True),
+        ("http", "port", True),
+        ("8000", "port", False),
+        ("h--ttp", "port", False),
+        ("a" * 16, "port", False),
+    ],
+)
+def test_name_rules(name: str, rule: str, valid: bool) -> None:
+    assert is_valid_name(name, rule) is valid
+
+
+def test_selectors() -> None:
+    labels = {"app": "a", "tier": "api"}
+    assert selects({"matchLabels": {"app": "a"}}, labels)
+    assert not selects({"matchLabels": {"app": "b"}}, labels)
+    assert selects(
+        {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["api"]}]}, labels
+    )
+    assert not selects({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, labels)
+    assert not selects({}, labels), "an empty selector is refused, not taken as 'everything'"

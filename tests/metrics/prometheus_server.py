@@ -1,0 +1,98 @@
+"""A real Prometheus server (Debian package `prometheus`) scraping one target, for tests.
+
+It listens on a free loopback port, keeps its data in a temporary directory, scrapes
+every second, and is stopped by its PID. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.support.load import wait_until
+from tests.support.service import free_port
+
+READY_TIMEOUT_SECONDS = 30.0
+SCRAPE_INTERVAL = "1s"
+
+
+class PrometheusServer:
+    def __init__(
+        self, binary: str, workdir: Path, target_port: int, labels: dict[str, str]
+    ) -> None:
+        self.port = free_port()
+        self.log_path = workdir / "prometheus.log"
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
+            "scrape_configs": [
+                {
+                    "job_name": "user_hasher",
+                    "static_configs": [
+                        # The labels Kubernetes service discovery would add (namespace, pod).
+                        {"targets": [f"127.0.0.1:{target_port}"], "labels": labels}
+                    ],
+                }
+            ],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(json.dumps(config))  # JSON is YAML
+        self.command = [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrometheusServer:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        if not wait_until(self._ready, READY_TIMEOUT_SECONDS, interval=0.2):
+            raise TimeoutError(f"Prometheus not ready after {READY_TIMEOUT_SECONDS} s:\n{self.log}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # SIGTERM to this PID only
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"Prometheus exited with {self.process.returncode}:\n{self.log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query through the HTTP API; the result vector (or a one-item scalar)."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr, "time": f"{time.time():.3f}"}
+        )
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        data = answer["data"]
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def values(self, expr: str) -> list[float]:
+        return [float(item["value"][1]) for item in self.query(expr)]

@@ -1,0 +1,77 @@
+"""The registry renders what Prometheus expects, whatever the environment holds."""
+
+import aioprometheus
+import pytest
+from aioprometheus import render
+
+from tests.metrics.support import DURATION, FAMILIES, HASHES, RESPONSES, samples, value
+from user_hasher.metrics.registry import DURATION_BUCKETS_SECONDS, Metrics
+from user_hasher.settings import Settings
+
+
+def rendered(metrics: Metrics) -> str:
+    metrics.refresh()
+    return render(metrics.registry, [])[0].decode()
+
+
+def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
+    text = rendered(Metrics(Settings(APP_VERSION="1.2.3", POD_IP="10.0.0.1", NODE_IP="10.0.1.1")))
+    identity = {"app_version": "1.2.3", "pod_ip": "10.0.0.1", "node_ip": "10.0.1.1"}
+    assert samples(text) == {
+        ("user_hasher_build_info", frozenset(identity.items())): 1.0,
+        (HASHES, frozenset(identity.items())): 0.0,
+    }
+    for name in FAMILIES:
+        assert f"# TYPE {name} " in text
+
+
+def test_label_values_from_the_environment_are_escaped() -> None:
+    # Without escaping, the quote would end the label value and break every line.
+    awkward = 'v1"beta\\x\ny'
+    text = rendered(Metrics(Settings(APP_VERSION=awkward, POD_IP="fe80::1", NODE_IP="n")))
+    (labels,) = [dict(labels) for name, labels in samples(text) if name == HASHES]
+    assert labels == {"app_version": awkward, "pod_ip": "fe80::1", "node_ip": "n"}
+
+
+def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:
+    metrics = Metrics(Settings())
+    key = ("GET", "/user_hash", "2xx")
+    for seconds in (0.0001, 0.0003, 0.0003, 3.0, 60.0):
+        metrics.observe_response(key, seconds)
+    metrics.observe_response(("GET", "unmatched", "4xx"), 0.002)
+    found = samples(rendered(metrics))
+    identity = {"app_version", "pod_ip", "node_ip"}
+    series = {
+        (name, frozenset((k, v) for k, v in labels if k not in identity)): value
+        for (name, labels), value in found.items()
+    }
+    labels = {"method": "GET", "route": "/user_hash", "status_class": "2xx"}
+
+    def sample(name: str, **extra: str) -> float:
+        return series[(name, frozenset({**labels, **extra}.items()))]
+
+    assert sample(f"{DURATION}_bucket", le="0.00025") == 1
+    assert sample(f"{DURATION}_bucket", le="0.0005") == 3
+    assert sample(f"{DURATION}_bucket", le="2.5") == 3
+    assert sample(f"{DURATION}_bucket", le="5.0") == 4
+    assert sample(f"{DURATION}_bucket", le="+Inf") == 5
+    assert sample(f"{DURATION}_count") == 5
+    assert sample(f"{DURATION}_sum") == pytest.approx(63.0007)
+    assert sample(RESPONSES) == 5
+    buckets = [name for name, _ in found if name == f"{DURATION}_bucket"]
+    assert len(buckets) == 2 * (len(DURATION_BUCKETS_SECONDS) + 1)
+
+
+def test_hashes_are_counted() -> None:
+    metrics = Metrics(Settings())
+    for _ in range(3):
+        metrics.count_hash()
+    assert value(rendered(metrics), HASHES) == 3
+
+
+def test_each_service_has_its_own_registry() -> None:
+    first, second = Metrics(Settings()), Metrics(Settings())  # the global one would refuse this
+    first.count_hash()
+    assert value(rendered(first), HASHES) == 1
+    assert value(rendered(second), HASHES) == 0
+    assert not any(name.startswith("user_hasher") for name in aioprometheus.REGISTRY.collectors)
