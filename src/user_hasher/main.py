@@ -15,8 +15,9 @@ from user_hasher.blueprints import hashing, health
 from user_hasher.lib.errors import APIError
 from user_hasher.lifecycle import Lifecycle, close_connections_while_draining
 from user_hasher.metrics.endpoint import serve_metrics
-from user_hasher.metrics.middleware import measure_requests
 from user_hasher.metrics.registry import Metrics
+from user_hasher.metrics.responses import record_responses
+from user_hasher.observe import observe_responses
 from user_hasher.routing import record_route
 from user_hasher.settings import Settings, load_settings
 
@@ -64,8 +65,7 @@ def create_service(settings: Settings | None = None) -> Service:
     # Innermost first. Scrapes are answered by serve_metrics, outside the access log
     # and the request metrics (monitoring is not traffic), but inside the drain, so a
     # draining pod tells Prometheus to reconnect too.
-    asgi: ASGIApp = measure_requests(quart_app, metrics)
-    asgi = log_access(asgi)
+    asgi: ASGIApp = observe_responses(quart_app, record_responses(metrics), log_access)
     asgi = serve_metrics(asgi, metrics)
     asgi = close_connections_while_draining(asgi, lifecycle)
     return Service(asgi=asgi, quart=quart_app, lifecycle=lifecycle, settings=settings)

@@ -1,2 +1,2 @@
-"""Prometheus metrics: the registry and its families, the middleware that records
+"""Prometheus metrics: the registry and its families, the observer that records
 every HTTP response, and the ASGI endpoint that serves /metrics."""

@@ -51,7 +51,7 @@ def identity_labels(settings: Settings) -> dict[str, str]:
 
 
 class Metrics:
-    """Owns the registry; the middleware and the hashing handler report through it."""
+    """Owns the registry; the response recorder and the hashing handler report through it."""
 
     def __init__(self, settings: Settings) -> None:
         self.registry = Registry()
@@ -84,7 +84,7 @@ class Metrics:
         self.build_info.set({}, 1)
         # Present from the first scrape, so rate() sees the first hash too.
         self.hashes_generated.set({}, 0)
-        # One entry per response series ever seen (bounded: the middleware only
+        # One entry per response series ever seen (bounded: the recorder only
         # reports bounded label values). Holding each series' bucket counts lets the
         # hot path skip aioprometheus's per-call label-dict serialisation.
         self._durations: dict[ResponseKey, BucketCounts] = {}

@@ -1,4 +1,5 @@
-"""The metrics middleware, driven as an ASGI app: labels, status classes, exceptions."""
+"""The response recorder behind observe_responses, driven as an ASGI app: labels,
+status classes, exceptions."""
 
 import httpx
 import pytest
@@ -7,10 +8,15 @@ from aioprometheus import render
 from tests.metrics.support import RESPONSES, by_response
 from user_hasher.asgi import Message, Receive, Scope, Send
 from user_hasher.main import Service
-from user_hasher.metrics.middleware import measure_requests, status_class
 from user_hasher.metrics.registry import Metrics
+from user_hasher.metrics.responses import record_responses, status_class
+from user_hasher.observe import observe_responses
 from user_hasher.routing import ROUTE_SCOPE_KEY
 from user_hasher.settings import Settings
+
+
+def measured(app, metrics: Metrics):
+    return observe_responses(app, record_responses(metrics))
 
 
 def responses(metrics: Metrics) -> dict[tuple[str, str, str], float]:
@@ -54,9 +60,9 @@ def test_status_class(status: int, expected: str) -> None:
 
 async def test_labels_come_from_method_route_and_status() -> None:
     metrics = Metrics(Settings())
-    await call(measure_requests(app_answering(200), metrics))
-    await call(measure_requests(app_answering(200), metrics))
-    await call(measure_requests(app_answering(404, route=None), metrics), method="DELETE")
+    await call(measured(app_answering(200), metrics))
+    await call(measured(app_answering(200), metrics))
+    await call(measured(app_answering(404, route=None), metrics), method="DELETE")
     assert responses(metrics) == {
         ("GET", "/user_hash", "2xx"): 2,
         ("DELETE", "unmatched", "4xx"): 1,
@@ -66,7 +72,7 @@ async def test_labels_come_from_method_route_and_status() -> None:
 @pytest.mark.parametrize("method", ["BREW", "get", "PROPFIND", "X" * 100])
 async def test_methods_outside_the_standard_set_are_one_value(method: str) -> None:
     metrics = Metrics(Settings())
-    await call(measure_requests(app_answering(405, route=None), metrics), method=method)
+    await call(measured(app_answering(405, route=None), metrics), method=method)
     assert responses(metrics) == {("other", "unmatched", "4xx"): 1}
 
 
@@ -78,7 +84,7 @@ async def test_an_exception_before_the_response_counts_as_5xx_and_propagates() -
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        await call(measure_requests(failing, metrics))
+        await call(measured(failing, metrics))
     assert responses(metrics) == {("GET", "/user_hash", "5xx"): 1}
 
 
@@ -92,7 +98,7 @@ async def test_an_exception_after_a_200_started_counts_as_5xx() -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        await call(measure_requests(failing_midway, metrics))
+        await call(measured(failing_midway, metrics))
     assert responses(metrics) == {("GET", "/user_hash", "5xx"): 1}
 
 
@@ -109,7 +115,7 @@ async def test_non_http_scopes_pass_through_uncounted() -> None:
     async def send(message: Message) -> None:
         return None
 
-    await measure_requests(app, metrics)({"type": "lifespan"}, receive, send)
+    await measured(app, metrics)({"type": "lifespan"}, receive, send)
     assert seen == ["lifespan"]
     assert responses(metrics) == {}
 
