@@ -21,8 +21,8 @@ def service() -> Service:
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Factory: start_service(USER_SALT="x", DRAIN_SECONDS="1") -> a ready ServiceProcess.
 
-    At teardown every process is stopped, and its output is checked for the salt:
-    a salt must never reach a log line, whatever the test did.
+    At teardown every process is stopped, and its output is checked for the salt and
+    for query strings: neither may reach a log line, whatever the test did.
     """
     started: list[tuple[ServiceProcess, dict[str, str]]] = []
 
@@ -37,3 +37,5 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         salt = env.get("USER_SALT")
         if salt:
             assert salt not in service.output, "the salt value appeared in the process output"
+        # Every test request carries its user id in the query string: none may be logged.
+        assert "user_id=" not in service.output, "a query string appeared in the process output"
