@@ -2,15 +2,19 @@
 
 import http.client
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.support.load import LoadRun, wait_until
-from tests.support.service import ServiceProcess, http_get
+from tests.support.service import ServiceProcess, free_port, http_get
 
 pytestmark = pytest.mark.slow
 
@@ -192,3 +196,34 @@ def test_negative_control_load_checker_sees_a_killed_server(start_service: Start
         result = load.stop()
     assert service.wait_exit(timeout=10) == -signal.SIGKILL
     assert len(result.failures) >= 10
+
+
+def test_plain_hypercorn_cli_serves_main_app(tmp_path: Path) -> None:
+    """`hypercorn user_hasher.main:app` works too (without the drain: see server.py)."""
+    port = free_port()
+    log = (tmp_path / "hypercorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("hypercorn")),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "user_hasher.main:app",
+        ],
+        env={**os.environ, "USER_SALT": "TESTSALT"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert wait_until(lambda: _answers(port), timeout=20), "hypercorn CLI never answered"
+        assert http_get(port, "/user_hash?user_id=TESTUSERID")[2] == CONTRACT_BODY
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port, "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
