@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.load import LoadResult, LoadRun, wait_until
-from tests.support.service import ServiceProcess, free_port, http_get
+from tests.support.service import ServiceProcess, answers_ready, free_port
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int], str], int]]:
         processes.append(
             subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
         )
-        assert wait_until(lambda: _answers(port), timeout=15), "haproxy did not come up"
+        assert wait_until(lambda: answers_ready(port), timeout=15), "haproxy did not come up"
         # HAProxy assumes a server up until its checks fail; traffic must not start
         # before the proxy has seen the not-yet-started surge pod as down.
         log_path = tmp_path / "haproxy.log"
@@ -74,13 +74,6 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int], str], int]]:
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        return http_get(port, "/healthz", timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 def _served_hashes(service: ServiceProcess) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.load import LoadRun, wait_until
-from tests.support.service import ServiceProcess, free_port, http_get
+from tests.support.service import ServiceProcess, answers_ready, free_port, http_get
 
 pytestmark = pytest.mark.slow
 
@@ -214,16 +214,9 @@ def test_plain_hypercorn_cli_serves_main_app(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        assert wait_until(lambda: _answers(port), timeout=20), "hypercorn CLI never answered"
+        assert wait_until(lambda: answers_ready(port), timeout=20), "hypercorn CLI never answered"
         assert http_get(port, "/user_hash?user_id=TESTUSERID")[2] == CONTRACT_BODY
     finally:
         process.terminate()
         process.wait(timeout=15)
         log.close()
-
-
-def _answers(port: int) -> bool:
-    try:
-        return http_get(port, "/readyz", timeout=1)[0] == 200
-    except OSError:
-        return False

@@ -134,6 +134,7 @@ def test_scrape_health_as_prometheus_sees_it(
     _, prometheus = scraped_service
     assert prometheus.values("up") == [1.0]
     (samples_scraped,) = prometheus.values("scrape_samples_scraped")
+    print(f"Prometheus scraped {samples_scraped:.0f} samples per scrape")
     # 7 response series x (15 buckets + count + sum + 1 counter) + hashes + build_info,
     # plus the readiness polls of start-up: bounded and small.
     assert 100 <= samples_scraped <= 200

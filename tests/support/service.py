@@ -30,6 +30,14 @@ def http_get(port: int, target: str, timeout: float = 5.0) -> tuple[int, dict[st
         conn.close()
 
 
+def answers_ready(port: int) -> bool:
+    """True when something on the port answers /readyz with 200 (False while it cannot)."""
+    try:
+        return http_get(port, "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
 class ServiceProcess:
     """Starts the service with the given env on 127.0.0.1 and a free port.
 
@@ -70,11 +78,8 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.output}")
-            try:
-                if http_get(self.port, "/readyz", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
+            if answers_ready(self.port):
+                return self
             time.sleep(0.05)
         raise TimeoutError(f"service not ready after {timeout} s:\n{self.output}")
 
