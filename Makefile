@@ -7,7 +7,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The version is defined once, in pyproject.toml; the image tag and manifests follow it.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
-PORT ?= 8000
 
 .PHONY: help
 help: ## List the targets
@@ -26,8 +25,9 @@ $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	touch $@
 
 .PHONY: run
-run: install ## Set up and run the service on 127.0.0.1:8000 (empty salt unless USER_SALT is set)
-	HOST=127.0.0.1 PORT=$(PORT) $(PY) -m user_hasher
+run: install ## Set up and run the service on 127.0.0.1 (empty salt unless USER_SALT is set)
+	@# Loopback only, and no drain: a developer's Ctrl-C stops at once (set DRAIN_SECONDS to try it).
+	HOST=127.0.0.1 DRAIN_SECONDS=$${DRAIN_SECONDS:-0} $(PY) -m user_hasher
 
 .PHONY: test
 test: install lint manifest-check ## Set up and run every check and test (what CI runs)

@@ -5,7 +5,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support.service import ServiceProcess
-from user_hasher.main import Service, create_service
+from user_hasher.app import Service, create_service
 from user_hasher.settings import Settings
 
 SALT = "TESTSALT"

@@ -1,11 +1,14 @@
 import hashlib
 
-from user_hasher.hashing import user_hash
+import pytest
+
+from user_hasher.errors import APIError
+from user_hasher.hashing import MAX_USER_ID_LENGTH, parse_user_id, user_hash
 
 CONTRACT_HASH = "9f1021612c2a810d26472a66e4064f6608d52fd3"
 
 
-def test_brief_contract() -> None:
+def test_contract() -> None:
     assert user_hash("TESTUSERID", "TESTSALT") == CONTRACT_HASH
 
 
@@ -15,3 +18,47 @@ def test_empty_salt_is_plain_sha1_of_user_id() -> None:
 
 def test_hashes_utf8_bytes_of_user_id_then_salt() -> None:
     assert user_hash("zoë", "sel") == hashlib.sha1("zoësel".encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"user_id=TESTUSERID", "TESTUSERID"),
+        (b"user_id=a%20b", "a b"),
+        (b"user_id=a+b", "a b"),
+        (b"user_id=zo%C3%AB", "zoë"),
+        (b"other=1&user_id=x", "x"),
+        (b"user_id=" + b"a" * MAX_USER_ID_LENGTH, "a" * MAX_USER_ID_LENGTH),
+        # The limit counts characters, not bytes: 256 two-byte characters are fine.
+        (b"user_id=" + b"%C3%AB" * MAX_USER_ID_LENGTH, "ë" * MAX_USER_ID_LENGTH),
+    ],
+)
+def test_parse_user_id_accepts(query: bytes, expected: str) -> None:
+    assert parse_user_id(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (b"", "missing required query parameter 'user_id'"),
+        (b"userid=x", "missing required query parameter 'user_id'"),
+        (b"user_id=", "query parameter 'user_id' must not be empty"),
+        (b"user_id", "query parameter 'user_id' must not be empty"),
+        (b"user_id=a&user_id=b", "query parameter 'user_id' must be given once"),
+        (b"user_id=a&user_id=a", "query parameter 'user_id' must be given once"),
+        (
+            b"user_id=" + b"a" * (MAX_USER_ID_LENGTH + 1),
+            "query parameter 'user_id' is longer than 256 characters",
+        ),
+        (b"user_id=%ff", "query string is not valid UTF-8"),
+        (b"user_id=%C3", "query string is not valid UTF-8"),
+        (b"user_id=%zz", "query string has an invalid percent-encoding"),
+        (b"user_id=abc%", "query string has an invalid percent-encoding"),
+        (b"user_id=\xc3\xab", "query string has raw non-ASCII bytes; percent-encode them"),
+    ],
+)
+def test_parse_user_id_refuses_with_a_clear_400(query: bytes, message: str) -> None:
+    with pytest.raises(APIError) as caught:
+        parse_user_id(query)
+    assert caught.value.status_code == 400
+    assert caught.value.message == message

@@ -1,9 +1,6 @@
 import asyncio
 
-import httpx
-
 from user_hasher.lifecycle import Lifecycle, Phase
-from user_hasher.main import Service
 
 
 def test_phases_in_order() -> None:
@@ -36,15 +33,3 @@ async def test_second_signal_cuts_the_drain_short() -> None:
     assert not waiter.done()
     lifecycle.begin_shutdown("SIGTERM")
     await asyncio.wait_for(waiter, timeout=10)
-
-
-async def test_connection_close_is_added_only_while_draining(service: Service) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=service.asgi), base_url="http://test"
-    ) as client:
-        before = await client.get("/user_hash", params={"user_id": "a"})
-        assert "connection" not in before.headers
-        service.lifecycle.begin_shutdown("test")
-        during = await client.get("/user_hash", params={"user_id": "a"})
-        assert during.status_code == 200
-        assert during.headers["connection"] == "close"

@@ -77,13 +77,19 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int], str], int]]:
 
 
 def _served_hashes(service: ServiceProcess) -> int:
+    # LOG_LEVEL=DEBUG below: every request is access-logged.
     return service.output.count('"route": "/user_hash"')
 
 
 def _roll(
     start_service: StartService, haproxy: Callable[[list[int], str], int], drain: str
 ) -> tuple[LoadResult, list[int]]:
-    env = {"USER_SALT": "TESTSALT", "DRAIN_SECONDS": drain, "GRACEFUL_TIMEOUT_SECONDS": "5"}
+    env = {
+        "USER_SALT": "TESTSALT",
+        "DRAIN_SECONDS": drain,
+        "GRACEFUL_TIMEOUT_SECONDS": "5",
+        "LOG_LEVEL": "DEBUG",
+    }
     old = [start_service(**env), start_service(**env)]
     new_port = free_port()
     port = haproxy([old[0].port, old[1].port, new_port], "pods/pod2")

@@ -1,11 +1,14 @@
-"""`python -m user_hasher`: validate settings, configure logs, serve until signalled."""
+"""`python -m user_hasher` (or `user-hasher`): validate settings, configure logs, serve
+until signalled. The one way to start the service."""
 
 import asyncio
 import json
 import logging
 import sys
 
+from user_hasher.app import create_service
 from user_hasher.logs import configure_logging
+from user_hasher.server import serve
 from user_hasher.settings import SettingsError, load_settings
 
 
@@ -16,11 +19,6 @@ def main() -> int:
         print(json.dumps({"level": "CRITICAL", "message": str(error)}), file=sys.stderr)
         return 2
     configure_logging(settings.LOG_LEVEL, settings.APP_VERSION)
-
-    # Imported after logging is configured so import-time messages are JSON too.
-    from user_hasher.main import create_service
-    from user_hasher.server import serve
-
     try:
         asyncio.run(serve(create_service(settings)))
     except OSError as error:  # typically the port is taken: say so in one line, not a traceback

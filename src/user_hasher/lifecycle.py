@@ -3,16 +3,15 @@
 Kubernetes removes a terminating pod from the Service endpoints at the same time
 as it sends SIGTERM, and kube-proxies and load balancers learn that a moment later.
 So on the first signal the pod turns unready but keeps serving for `drain_seconds`,
-telling every keep-alive client to reconnect (`Connection: close`), which sends them
-to other pods; only then does Hypercorn stop listening and finish in-flight requests.
+telling every keep-alive client to reconnect (middleware.py adds `Connection: close`
+to every response while `draining`), which sends them to pods that are still ready;
+only then does Hypercorn stop listening and finish in-flight requests.
 """
 
 import asyncio
 import contextlib
 import enum
 import logging
-
-from user_hasher.asgi import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -62,32 +61,3 @@ class Lifecycle:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain_cut_short.wait(), timeout=self.drain_seconds)
         logger.info("drain finished; closing listener", extra={"event": "drained"})
-
-
-def close_connections_while_draining(app: ASGIApp, lifecycle: Lifecycle) -> ASGIApp:
-    """ASGI middleware: during the drain every HTTP response carries `Connection: close`.
-
-    h11 honours the header and closes the connection after the response, so a
-    client's next request opens a new connection, which the Service routes to a
-    pod that is still ready.
-    """
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-
-        async def send_closing(message: dict) -> None:
-            if message["type"] == "http.response.start" and lifecycle.draining:
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() != b"connection"
-                ]
-                headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await app(scope, receive, send_closing)
-
-    return middleware

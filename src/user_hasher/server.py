@@ -12,7 +12,7 @@ import signal
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from user_hasher.main import Service
+from user_hasher.app import Service
 from user_hasher.settings import Settings
 
 logger = logging.getLogger(__name__)

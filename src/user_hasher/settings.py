@@ -13,7 +13,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
-    # No env prefix: the names (USER_SALT, POD_IP, ...) are the brief's and the Deployment's.
+    # No prefix: USER_SALT is the name the contract gives the salt, and the Deployment
+    # sets the others under these plain names.
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
 
     HOST: str = "0.0.0.0"  # a pod must listen on its own IP, not loopback
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     # How long in-flight requests get to finish once the listener has closed.
     GRACEFUL_TIMEOUT_SECONDS: float = Field(default=10.0, ge=0, le=300)
     LOG_LEVEL: LogLevel = "INFO"
+    # A successful request is access-logged at INFO only when it took at least this long
+    # (errors always are; LOG_LEVEL=DEBUG logs every request).
+    SLOW_REQUEST_SECONDS: float = Field(default=0.25, ge=0, le=300)
 
     @property
     def salt_is_set(self) -> bool:

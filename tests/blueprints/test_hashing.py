@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from user_hasher.lib.user_id import MAX_USER_ID_LENGTH
-from user_hasher.main import Service, create_service
+from user_hasher.app import Service, create_service
+from user_hasher.hashing import MAX_USER_ID_LENGTH
 from user_hasher.settings import Settings
 
 

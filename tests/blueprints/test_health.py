@@ -1,4 +1,4 @@
-from user_hasher.main import Service
+from user_hasher.app import Service
 
 
 async def test_healthz_is_ok_whatever_the_phase(service: Service) -> None:

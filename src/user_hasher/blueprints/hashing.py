@@ -2,8 +2,7 @@ import json
 
 from quart import Blueprint, Response, current_app, request
 
-from user_hasher.hashing import user_hash
-from user_hasher.lib.user_id import parse_user_id
+from user_hasher.hashing import parse_user_id, user_hash
 
 blueprint = Blueprint("hashing", __name__)
 
@@ -14,5 +13,5 @@ async def get_user_hash() -> Response:
     digest = user_hash(user_id, current_app.config["USER_SALT"])
     if request.method != "HEAD":  # a HEAD response carries no hash
         current_app.extensions["metrics"].count_hash()
-    # The body is exactly the JSON string, no trailing newline: clients compare it byte for byte.
+    # Exactly the JSON string, no trailing newline: clients compare the body byte for byte.
     return Response(json.dumps(digest), content_type="application/json")

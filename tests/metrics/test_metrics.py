@@ -2,16 +2,18 @@
 
 import aioprometheus
 import pytest
-from aioprometheus import render
 
 from tests.metrics.support import DURATION, FAMILIES, HASHES, RESPONSES, samples, value
-from user_hasher.metrics.registry import DURATION_BUCKETS_SECONDS, Metrics
+from user_hasher.metrics import DURATION_BUCKETS_SECONDS, Metrics, status_class
 from user_hasher.settings import Settings
 
 
 def rendered(metrics: Metrics) -> str:
-    metrics.refresh()
-    return render(metrics.registry, [])[0].decode()
+    return metrics.render([])[0].decode()
+
+
+def observe(metrics: Metrics, method: str, route: str, status: int, seconds: float) -> None:
+    metrics.observe_response({"method": method}, route, status, seconds)
 
 
 def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
@@ -35,10 +37,9 @@ def test_label_values_from_the_environment_are_escaped() -> None:
 
 def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:
     metrics = Metrics(Settings())
-    key = ("GET", "/user_hash", "2xx")
     for seconds in (0.0001, 0.0003, 0.0003, 3.0, 60.0):
-        metrics.observe_response(key, seconds)
-    metrics.observe_response(("GET", "unmatched", "4xx"), 0.002)
+        observe(metrics, "GET", "/user_hash", 200, seconds)
+    observe(metrics, "GET", "unmatched", 404, 0.002)
     found = samples(rendered(metrics))
     identity = {"app_version", "pod_ip", "node_ip"}
     series = {
@@ -75,3 +76,27 @@ def test_each_service_has_its_own_registry() -> None:
     assert value(rendered(first), HASHES) == 1
     assert value(rendered(second), HASHES) == 0
     assert not any(name.startswith("user_hasher") for name in aioprometheus.REGISTRY.collectors)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        *[(200, "2xx"), (204, "2xx"), (301, "3xx"), (404, "4xx"), (499, "4xx")],
+        *[(500, "5xx"), (503, "5xx"), (101, "5xx"), (600, "5xx"), (0, "5xx")],
+    ],
+)
+def test_status_class(status: int, expected: str) -> None:
+    assert status_class(status) == expected
+
+
+@pytest.mark.parametrize("method", ["BREW", "get", "PROPFIND", "X" * 100])
+def test_methods_outside_the_standard_set_are_one_label_value(method: str) -> None:
+    metrics = Metrics(Settings())
+    observe(metrics, method, "/user_hash", 405, 0.001)
+    observe(metrics, "DELETE", "/user_hash", 405, 0.001)
+    responses = {
+        (labels["method"], labels["route"], labels["status_class"]): v
+        for (name, items), v in samples(rendered(metrics)).items()
+        if name == RESPONSES and (labels := dict(items))
+    }
+    assert responses == {("other", "/user_hash", "4xx"): 1, ("DELETE", "/user_hash", "4xx"): 1}

@@ -1,0 +1,69 @@
+"""Builds the service: the Quart app with its blueprints and error handlers, inside the
+one ASGI middleware (middleware.py) that serves /metrics, times every response and
+closes connections while the pod drains. Nothing is built at import: `__main__.py`
+calls `create_service` once.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from quart import Quart
+
+from user_hasher.blueprints import hashing, health
+from user_hasher.errors import register_error_handlers
+from user_hasher.lifecycle import Lifecycle
+from user_hasher.logs import AccessLog
+from user_hasher.metrics import Metrics
+from user_hasher.middleware import ASGIApp, ResponseObserver, wrap_app
+from user_hasher.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    asgi: ASGIApp  # what Hypercorn serves
+    quart: Quart
+    lifecycle: Lifecycle
+    metrics: Metrics
+    settings: Settings
+
+
+def create_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> Quart:
+    app = Quart(__name__, static_folder=None)  # no static files: no /static/ route either
+    app.config["USER_SALT"] = settings.USER_SALT.get_secret_value()
+    app.extensions["lifecycle"] = lifecycle
+    app.extensions["metrics"] = metrics
+    app.register_blueprint(hashing.blueprint)
+    app.register_blueprint(health.blueprint)
+    register_error_handlers(app)
+
+    @app.before_serving
+    async def startup() -> None:
+        if not settings.salt_is_set:
+            logger.warning(
+                "USER_SALT is unset: hashes use an empty salt", extra={"event": "salt_unset"}
+            )
+        lifecycle.mark_started()
+
+    return app
+
+
+def create_service(
+    settings: Settings, observers: Sequence[ResponseObserver] | None = None
+) -> Service:
+    """`observers` default to the request metrics and the access log."""
+    lifecycle = Lifecycle(drain_seconds=settings.DRAIN_SECONDS)
+    metrics = Metrics(settings)
+    quart = create_app(settings, lifecycle, metrics)
+    if observers is None:
+        observers = (metrics.observe_response, AccessLog(settings.SLOW_REQUEST_SECONDS))
+    asgi = wrap_app(
+        quart,
+        routes=frozenset(rule.rule for rule in quart.url_map.iter_rules()),
+        lifecycle=lifecycle,
+        metrics=metrics,
+        observers=observers,
+    )
+    return Service(asgi=asgi, quart=quart, lifecycle=lifecycle, metrics=metrics, settings=settings)

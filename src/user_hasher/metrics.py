@@ -1,0 +1,140 @@
+"""The service's Prometheus metrics: a dedicated aioprometheus Registry, its families,
+the per-response recorder and the rendering of /metrics.
+
+Every series carries `app_version`, `pod_ip` and `node_ip` (aioprometheus const labels,
+added when rendering), so a query can tell versions apart during a rolling deploy and
+find the pod and node behind a spike. Per-response label values are bounded by
+construction, so no request can create new series: the route is a known route
+template or "unmatched", a method outside RFC 9110's set is "other", and a status
+becomes its class.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aioprometheus
+from aioprometheus import Counter, Gauge, Histogram, Registry
+from aioprometheus.histogram import Histogram as BucketCounts
+
+from user_hasher.settings import Settings
+
+# Upper bounds in seconds, from a request reaching the app to the end of its response.
+# An idle pod answers /user_hash within the first bucket (README, Capacity), the next
+# ones resolve the queueing that comes first under load, 5 s is the scale of a stuck
+# pod, and anything slower only needs to be seen (+Inf).
+DURATION_BUCKETS_SECONDS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+# h11 accepts any token as a method; all but RFC 9110's are one label value.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+OTHER_METHOD = "other"
+RESPONSE_LABELS = ("method", "route", "status_class")
+ResponseKey = tuple[str, str, str]  # values of RESPONSE_LABELS, in that order
+
+_STATUS_CLASSES = {2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def status_class(status: int) -> str:
+    # A 1xx never ends an exchange and a status outside 100-599 is a server bug:
+    # either way the client got no proper answer, which is what 5xx counts.
+    return _STATUS_CLASSES.get(status // 100, "5xx")
+
+
+def escape_label_value(value: str) -> str:
+    """Escapes as the text exposition format requires; aioprometheus writes values raw,
+    and these come from the environment, where a quote would corrupt every line."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def identity_labels(settings: Settings) -> dict[str, str]:
+    return {
+        "app_version": escape_label_value(settings.APP_VERSION),
+        "pod_ip": escape_label_value(settings.POD_IP),
+        "node_ip": escape_label_value(settings.NODE_IP),
+    }
+
+
+class Metrics:
+    def __init__(self, settings: Settings) -> None:
+        self.registry = Registry()
+        labels = identity_labels(settings)
+        self.request_duration = Histogram(
+            "user_hasher_http_request_duration_seconds",
+            "Time from a request reaching the app to the end of its response.",
+            const_labels=labels,
+            registry=self.registry,
+            buckets=DURATION_BUCKETS_SECONDS,
+        )
+        self.responses = Counter(
+            "user_hasher_http_responses_total",
+            "HTTP responses sent, by method, route and status class.",
+            const_labels=labels,
+            registry=self.registry,
+        )
+        self.hashes_generated = Counter(
+            "user_hasher_hashes_generated_total",
+            "User hashes computed and returned.",
+            const_labels=labels,
+            registry=self.registry,
+        )
+        build_info = Gauge(
+            "user_hasher_build_info",
+            "Always 1; its labels say which version runs on which pod and node.",
+            const_labels=labels,
+            registry=self.registry,
+        )
+        build_info.set({}, 1)
+        # Present from the first scrape, so rate() sees the first hash too.
+        self.hashes_generated.set({}, 0)
+        # Each response series' bucket counts, held here so that the hot path skips
+        # aioprometheus's per-call serialisation of the label dict. Bounded: the keys
+        # are bounded label values.
+        self._durations: dict[ResponseKey, BucketCounts] = {}
+        self._labels: dict[ResponseKey, dict[str, str]] = {}
+
+    def count_hash(self) -> None:
+        self.hashes_generated.inc({})
+
+    def observe_response(
+        self, scope: Mapping[str, Any], route: str, status: int, seconds: float
+    ) -> None:
+        """A response observer (see middleware.py)."""
+        method = scope["method"]
+        key = (
+            method if method in KNOWN_METHODS else OTHER_METHOD,
+            route,
+            status_class(status),
+        )
+        durations = self._durations.get(key)
+        if durations is None:
+            labels = dict(zip(RESPONSE_LABELS, key, strict=True))
+            self.request_duration.observe(labels, seconds)
+            self._durations[key] = self.request_duration.get_value(labels)
+            self._labels[key] = labels
+            return
+        durations.observe(seconds)
+
+    def render(self, accept_headers: Sequence[str]) -> tuple[bytes, dict[str, str]]:
+        """The /metrics body and its headers, in the format the Accept headers ask for."""
+        # The responses counter is the duration histogram's count under the name
+        # dashboards expect: copied here, at scrape time, it is equal by construction
+        # and costs the request path nothing.
+        for key, durations in self._durations.items():
+            self.responses.set(self._labels[key], durations.observations)
+        return aioprometheus.render(self.registry, accept_headers)

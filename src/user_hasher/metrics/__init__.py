@@ -1,2 +1,0 @@
-"""Prometheus metrics: the registry and its families, the observer that records
-every HTTP response, and the ASGI endpoint that serves /metrics."""

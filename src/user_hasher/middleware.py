@@ -1,0 +1,139 @@
+"""The one ASGI middleware in front of the Quart app: every HTTP request passes it once.
+
+- GET /metrics is answered here: a scrape is monitoring, not traffic, so it never
+  reaches Quart and is not timed, counted or access-logged.
+- A request with both Content-Length and Transfer-Encoding is refused (400) and its
+  connection closed (RFC 9112, 6.3): a proxy in front may read its length the other
+  way, and whatever follows it on the connection could be smuggled in as a request.
+- Everything else goes to the app, timed; its route, status and duration are handed
+  to each response observer (the request metrics, the access log). One wrapper and
+  one clock read per request, however many observers.
+- While the pod drains, every response carries `Connection: close` (lifecycle.py).
+"""
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
+from typing import Any
+
+from user_hasher.lifecycle import Lifecycle
+from user_hasher.metrics import Metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Called once per request with (scope, route, status, seconds); must not raise or await.
+ResponseObserver = Callable[[Scope, str, int, float], None]
+
+METRICS_PATH = "/metrics"
+# Every path that is no route shares this one label value: unknown paths must not
+# create new log fields or metric series.
+UNMATCHED_ROUTE = "unmatched"
+
+_METRICS_METHODS = ("GET", "HEAD")  # Hypercorn drops the body of a HEAD response
+_CONNECTION_CLOSE = (b"connection", b"close")
+
+
+def wrap_app(
+    app: ASGIApp,
+    *,
+    routes: Collection[str],
+    lifecycle: Lifecycle,
+    metrics: Metrics,
+    observers: Sequence[ResponseObserver],
+) -> ASGIApp:
+    """`routes`: the app's route templates; all are static paths, so a request's route is
+    its path when the path is one of them."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: startup and shutdown hooks
+            await app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == METRICS_PATH:
+            await _serve_metrics(scope, send, metrics, closing=lifecycle.draining)
+            return
+
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app dies before answering
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if lifecycle.draining:
+                    message = _with_connection_close(message)
+            await send(message)
+
+        try:
+            if _has_ambiguous_length(scope["headers"]):
+                await _respond_error(send_observed, 400, _AMBIGUOUS_LENGTH, closing=True)
+            else:
+                await app(scope, receive, send_observed)
+        except Exception:
+            # Whatever was sent before, the client got an error or a cut-off response.
+            status = 500
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            route = path if path in routes else UNMATCHED_ROUTE
+            for observer in observers:
+                observer(scope, route, status, seconds)
+
+    return middleware
+
+
+_AMBIGUOUS_LENGTH = "request has both Content-Length and Transfer-Encoding"
+
+
+def _has_ambiguous_length(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    has_content_length = has_transfer_encoding = False
+    for name, _ in headers:
+        if name == b"content-length":
+            has_content_length = True
+        elif name == b"transfer-encoding":
+            has_transfer_encoding = True
+    return has_content_length and has_transfer_encoding
+
+
+def _with_connection_close(message: Message) -> Message:
+    headers = [
+        (name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"
+    ]
+    headers.append(_CONNECTION_CLOSE)
+    return {**message, "headers": headers}
+
+
+async def _serve_metrics(scope: Scope, send: Send, metrics: Metrics, closing: bool) -> None:
+    if scope["method"] not in _METRICS_METHODS:
+        allow = (b"allow", ", ".join(_METRICS_METHODS).encode())
+        await _respond_error(send, 405, "method not allowed", closing, extra_headers=[allow])
+        return
+    accepts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"accept"]
+    body, headers = metrics.render(accepts)
+    encoded = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    await _respond(send, 200, encoded, body, closing)
+
+
+async def _respond_error(
+    send: Send,
+    status: int,
+    message: str,
+    closing: bool,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), *extra_headers]
+    await _respond(send, status, headers, body, closing)
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, closing: bool
+) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    if closing:
+        headers.append(_CONNECTION_CLOSE)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

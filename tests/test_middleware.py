@@ -1,0 +1,269 @@
+"""The ASGI middleware in front of the Quart app, driven as ASGI: what each observer is
+told, /metrics, the refused ambiguous-length request, Connection: close while draining."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.metrics.support import RESPONSES, by_response
+from user_hasher.app import Service, create_app, create_service
+from user_hasher.lifecycle import Lifecycle
+from user_hasher.metrics import Metrics
+from user_hasher.middleware import ASGIApp, Message, Receive, Scope, Send, wrap_app
+from user_hasher.settings import Settings
+
+Observed = tuple[str, str, int]  # method, route, status
+
+
+class Recorder:
+    """A response observer that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[Observed] = []
+        self.seconds: list[float] = []
+
+    def __call__(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        self.calls.append((scope["method"], route, status))
+        self.seconds.append(seconds)
+
+
+def wrapped(app: ASGIApp, recorder: Recorder, lifecycle: Lifecycle | None = None) -> ASGIApp:
+    return wrap_app(
+        app,
+        routes={"/user_hash", "/healthz"},
+        lifecycle=lifecycle or Lifecycle(drain_seconds=0),
+        metrics=Metrics(Settings()),
+        observers=[recorder],
+    )
+
+
+def answering(status: int, headers: list[tuple[bytes, bytes]] | None = None) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers or []})
+        await send({"type": "http.response.body", "body": b"body"})
+
+    return app
+
+
+async def call(
+    app: ASGIApp, method: str = "GET", path: str = "/user_hash", headers: list | None = None
+) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": headers or []}
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.fixture
+async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=service.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+async def test_observers_get_the_route_for_known_paths_and_unmatched_for_others() -> None:
+    recorder = Recorder()
+    await call(wrapped(answering(200), recorder))
+    await call(wrapped(answering(405), recorder), method="POST")
+    await call(wrapped(answering(404), recorder), path="/user_hash/extra")
+    await call(wrapped(answering(404), recorder), path="/private-user-4711")
+    assert recorder.calls == [
+        ("GET", "/user_hash", 200),
+        ("POST", "/user_hash", 405),
+        ("GET", "unmatched", 404),
+        ("GET", "unmatched", 404),
+    ]
+    assert all(0 <= seconds < 5 for seconds in recorder.seconds)
+
+
+async def test_the_duration_covers_the_whole_response() -> None:
+    recorder = Recorder()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b""})
+
+    await call(wrapped(slow, recorder))
+    assert 0.05 <= recorder.seconds[0] < 5
+
+
+async def test_an_exception_before_the_response_is_a_5xx_and_propagates() -> None:
+    recorder = Recorder()
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await call(wrapped(failing, recorder))
+    assert recorder.calls == [("GET", "/user_hash", 500)]
+
+
+async def test_an_exception_after_a_200_started_is_a_5xx() -> None:
+    # The client got a cut-off response: a server error, whatever the status said.
+    recorder = Recorder()
+
+    async def failing_midway(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await call(wrapped(failing_midway, recorder))
+    assert recorder.calls == [("GET", "/user_hash", 500)]
+
+
+async def test_lifespan_scopes_pass_through_unobserved() -> None:
+    recorder = Recorder()
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    await wrapped(app, recorder)({"type": "lifespan"}, receive, send)
+    assert seen == ["lifespan"]
+    assert recorder.calls == []
+
+
+async def test_connection_close_only_while_draining_and_other_headers_kept() -> None:
+    lifecycle = Lifecycle(drain_seconds=0)
+    headers = [(b"content-type", b"application/json"), (b"Connection", b"keep-alive")]
+    app = wrapped(answering(200, headers), Recorder(), lifecycle)
+
+    (start, body) = await call(app)
+    assert start["headers"] == headers
+    lifecycle.begin_shutdown("test")
+    (start, body) = await call(app)
+    assert start["status"] == 200
+    assert start["headers"] == [(b"content-type", b"application/json"), (b"connection", b"close")]
+    assert body == {"type": "http.response.body", "body": b"body"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")],
+        [(b"transfer-encoding", b"chunked"), (b"host", b"x"), (b"content-length", b"0")],
+    ],
+)
+async def test_content_length_with_transfer_encoding_is_refused_and_closed(headers) -> None:
+    recorder = Recorder()
+    reached: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope)
+
+    (start, body) = await call(wrapped(app, recorder), method="POST", headers=headers)
+    assert reached == [], "the request must not reach the app"
+    assert start["status"] == 400
+    assert (b"connection", b"close") in start["headers"]
+    assert (b"content-type", b"application/json") in start["headers"]
+    assert json.loads(body["body"]) == {
+        "error": "request has both Content-Length and Transfer-Encoding"
+    }
+    assert recorder.calls == [("POST", "/user_hash", 400)]
+
+
+@pytest.mark.parametrize(
+    "headers", [[(b"content-length", b"5")], [(b"transfer-encoding", b"chunked")], []]
+)
+async def test_one_length_header_is_fine(headers) -> None:
+    recorder = Recorder()
+    await call(wrapped(answering(200), recorder), method="POST", headers=headers)
+    assert recorder.calls == [("POST", "/user_hash", 200)]
+
+
+async def test_metrics_is_answered_unobserved_and_never_reaches_the_app() -> None:
+    recorder = Recorder()
+    reached: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope)
+
+    (start, body) = await call(wrapped(app, recorder), path="/metrics")
+    assert start["status"] == 200
+    assert b"user_hasher_build_info" in body["body"]
+    assert reached == []
+    assert recorder.calls == []
+
+
+# What Prometheus 2.x and 3.x send (scrape_protocols defaults); aioprometheus answers
+# the text format whatever it is offered.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize("accept", [None, PROMETHEUS_ACCEPT, "text/plain", "garbage/;;"])
+async def test_metrics_answers_the_text_format(client: httpx.AsyncClient, accept) -> None:
+    response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert "\n# TYPE user_hasher_build_info gauge\n" in f"\n{response.text}"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "BREW"])
+async def test_metrics_refuses_other_methods(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/metrics")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "method not allowed"}
+
+
+async def test_metrics_while_draining_closes_the_connection(
+    service: Service, client: httpx.AsyncClient
+) -> None:
+    assert "connection" not in (await client.get("/metrics")).headers
+    service.lifecycle.begin_shutdown("test")
+    assert (await client.get("/metrics")).headers["connection"] == "close"
+
+
+async def test_a_handler_exception_in_the_real_stack_is_a_json_500_counted_as_5xx() -> None:
+    settings = Settings()
+    lifecycle, metrics = Lifecycle(drain_seconds=0), Metrics(settings)
+    quart = create_app(settings, lifecycle, metrics)
+
+    async def broken() -> str:
+        raise RuntimeError("internal detail that must not leak")
+
+    quart.add_url_rule("/broken", view_func=broken)
+    app = wrap_app(
+        quart,
+        routes={"/broken"},
+        lifecycle=lifecycle,
+        metrics=metrics,
+        observers=[metrics.observe_response],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error"}
+    assert by_response(metrics.render([])[0].decode(), RESPONSES) == {("GET", "/broken", "5xx"): 1}
+
+
+def test_every_route_is_a_static_path() -> None:
+    # The middleware finds a request's route by its path; a route with variables
+    # (`/users/<id>`) would be labelled "unmatched" and needs a lookup through Quart.
+    service = create_service(Settings())
+    rules = list(service.quart.url_map.iter_rules())
+    assert {rule.rule for rule in rules} == {"/user_hash", "/healthz", "/readyz"}
+    assert all(not rule.arguments for rule in rules)
