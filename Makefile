@@ -53,8 +53,8 @@ lock: install ## Re-pin requirements/*.lock from pyproject.toml
 		--custom-compile-command "make lock" -o requirements/dev.lock
 
 .PHONY: bench
-bench: install ## Run the benchmarks in bench/ (prints numbers, asserts nothing)
-	@for script in bench/*.py; do echo "== $$script"; $(PY) "$$script"; done
+bench: install ## Measure throughput, latency, memory and pod sizing side by side (needs wrk; ~5 min)
+	$(PY) -m bench
 
 # --- Container image (issue 4) ------------------------------------------------
 

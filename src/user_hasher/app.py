@@ -51,11 +51,13 @@ def create_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> Qu
 
 
 def create_service(
-    settings: Settings, observers: Sequence[ResponseObserver] | None = None
+    settings: Settings,
+    metrics: Metrics | None = None,
+    observers: Sequence[ResponseObserver] | None = None,
 ) -> Service:
-    """`observers` default to the request metrics and the access log."""
+    """`observers` of every response default to the request metrics and the access log."""
     lifecycle = Lifecycle(drain_seconds=settings.DRAIN_SECONDS)
-    metrics = Metrics(settings)
+    metrics = metrics if metrics is not None else Metrics(settings)
     quart = create_app(settings, lifecycle, metrics)
     if observers is None:
         observers = (metrics.observe_response, AccessLog(settings.SLOW_REQUEST_SECONDS))

@@ -23,12 +23,16 @@ def hypercorn_config(settings: Settings) -> Config:
     host = f"[{settings.HOST}]" if ":" in settings.HOST else settings.HOST
     config.bind = [f"{host}:{settings.PORT}"]
     config.graceful_timeout = settings.GRACEFUL_TIMEOUT_SECONDS
-    config.accesslog = None  # access_log.py writes its own, without the query string
+    config.accesslog = None  # logs.py writes its own, without the query string
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
-    # Request line plus headers may not exceed this; h11 answers 400 and closes
-    # that one connection. 16 KiB is Hypercorn's default, stated so it is seen.
+    # Request line plus headers may not exceed this; h11 answers 431 and closes
+    # that one connection. Hypercorn's default, stated because memory depends on it.
     config.h11_max_incomplete_size = 16 * 1024
+    # A connection with no request under way (idle keep-alive, or one that has not
+    # finished sending its headers) is closed after this long: with the size above,
+    # what bounds the memory that open connections hold (README, Capacity).
+    config.keep_alive_timeout = 5
     return config
 
 

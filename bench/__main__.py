@@ -1,0 +1,495 @@
+"""`make bench` (`python -m bench [--short]`): what the service costs, side by side in one run.
+
+Prints one table and writes build/bench/summary.json. Every server runs on CPU 0 and
+every load generator on CPU 1. Throughput rows are interleaved (A B C A B C ...) over
+several rounds and reported as medians; a ratio is the median of the per-round ratios,
+each taken within one round, so drift on a shared machine cancels out. Absolute numbers
+are context: compare the ratios.
+
+Sections: throughput (wrk, closed loop) of the ceiling, the framework floor, the shipped
+service and the shipped service with each part switched off; latency under open-loop load
+at fixed shares of saturation (tests/support/openloop.py, latency from each request's
+intended start); memory (RSS) idle, after traffic, after unknown paths, with idle and
+half-sent connections; /metrics render time; start and stop times; a profile of the
+shipped service under load (py-spy); and the pod sizing that follows (bench/capacity.py).
+`--short` runs every row for a second or two, only to keep the harness working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
+from tests.support.service import http_get
+
+from bench.capacity import Capacity, derive_capacity
+from bench.processes import LOAD_CPU, TARGET, Server, WrkResult, wrk, wrk_command
+
+SALT = "TESTSALT"
+SUMMARY = Path("build/bench/summary.json")
+SHIPPED = "shipped"
+# The variants in the order they run in each round; None is `python -m user_hasher`.
+VARIANTS: dict[str, str | None] = {
+    "raw ASGI": "raw",
+    "minimal Quart": "quart",
+    SHIPPED: None,
+    "no access log": "no-access-log",
+    "no metrics": "no-metrics",
+}
+# Shares of the shipped service's saturation rate at which open-loop latency is measured.
+LATENCY_SHARES = (0.5, 0.7, 0.85)
+
+
+@dataclass(frozen=True)
+class Mode:
+    rounds: int
+    round_seconds: float
+    latency_seconds: float
+    traffic_requests: int  # the "after 100,000 requests" row
+    unknown_paths: int
+    connections: int  # idle, then half-sent, connections held open
+    repeats: int  # start / stop timings
+    profile_seconds: float
+
+
+FULL = Mode(9, 3.0, 15.0, 100_000, 10_000, 10_000, 5, 10.0)
+SHORT = Mode(1, 1.0, 2.0, 2_000, 500, 500, 1, 2.0)
+
+
+def deployed_env() -> dict[str, str]:
+    """The plain values the Deployment sets (none from Secrets or the downward API)."""
+    import yaml
+
+    for document in yaml.safe_load_all(Path("user_hasher.yaml").read_text()):
+        if document and document["kind"] == "Deployment":
+            (container,) = document["spec"]["template"]["spec"]["containers"]
+            return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    raise LookupError("no Deployment in user_hasher.yaml")
+
+
+def env_for_servers() -> dict[str, str]:
+    return {**deployed_env(), "USER_SALT": SALT, "POD_IP": "10.244.0.9", "NODE_IP": "10.244.0.1"}
+
+
+# --- throughput ---------------------------------------------------------------------
+
+
+def throughput(mode: Mode, env: dict[str, str]) -> dict:
+    servers = {name: Server(name, variant, env).start() for name, variant in VARIANTS.items()}
+    rounds: list[dict[str, dict[str, float]]] = []
+    try:
+        for server in servers.values():  # the first requests of a process are not typical
+            wrk(server.url + TARGET, seconds=1)
+        for _ in range(mode.rounds):
+            measured = {}
+            for name, server in servers.items():
+                cpu_before = server.cpu_seconds()
+                result = wrk(server.url + TARGET, seconds=mode.round_seconds)
+                cpu_us = (server.cpu_seconds() - cpu_before) / result.requests * 1e6
+                measured[name] = {
+                    "rps": result.per_second,
+                    "cpu_us": cpu_us,
+                    "errors": result.errors,
+                }
+            rounds.append(measured)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def median_ratio(numerator: str, denominator: str, key: str = "rps") -> float:
+        return statistics.median(r[numerator][key] / r[denominator][key] for r in rounds)
+
+    variants = {
+        name: {
+            "rps_median": statistics.median(r[name]["rps"] for r in rounds),
+            "rps_rounds": [round(r[name]["rps"], 1) for r in rounds],
+            "cpu_us_per_request_median": statistics.median(r[name]["cpu_us"] for r in rounds),
+            "errors": sum(r[name]["errors"] for r in rounds),
+        }
+        for name in servers
+    }
+    return {
+        "variants": variants,
+        "ratios": {
+            "shipped / minimal Quart": median_ratio(SHIPPED, "minimal Quart"),
+            "shipped / raw ASGI": median_ratio(SHIPPED, "raw ASGI"),
+            "minimal Quart / raw ASGI": median_ratio("minimal Quart", "raw ASGI"),
+            # The cost of a part: how much faster the service runs without it.
+            "access log cost": 1 - median_ratio(SHIPPED, "no access log"),
+            "metrics cost": 1 - median_ratio(SHIPPED, "no metrics"),
+            # The same ratios from the server's CPU time per request (lower is better).
+            "cpu: minimal Quart / shipped": median_ratio("minimal Quart", SHIPPED, "cpu_us"),
+        },
+    }
+
+
+# --- latency ------------------------------------------------------------------------
+
+
+def latency(mode: Mode, env: dict[str, str], saturation_rps: float) -> list[dict]:
+    rows = []
+    server = Server("latency", None, env).start()
+    try:
+        wrk(server.url + TARGET, seconds=1)
+        for share in LATENCY_SHARES:
+            rate = share * saturation_rps
+            plan = LoadPlan(
+                rate=rate,
+                duration=mode.latency_seconds,
+                max_requests=int(rate * mode.latency_seconds) + 1,
+                keep_alive_share=1.0,  # the server's latency, not TCP handshakes
+                keep_alive_connections=32,
+            )
+            records = LoadRun(Target("127.0.0.1", server.port, SALT), plan).start().wait()
+            summary = summarize(records)
+            rows.append(
+                {
+                    "share_of_saturation": share,
+                    "rate": rate,
+                    "requests": summary.requests,
+                    "failed": summary.failed,
+                    "p50_ms": (summary.p50 or 0) * 1000,
+                    "p99_ms": (summary.p99 or 0) * 1000,
+                }
+            )
+    finally:
+        server.stop()
+    return rows
+
+
+# --- memory, /metrics, connections ----------------------------------------------------
+
+
+def metrics_render_ms(server: Server, scrapes: int = 20) -> tuple[float, int]:
+    """Median time of a GET /metrics round trip, and the number of samples in it."""
+    times, body = [], b""
+    for _ in range(scrapes):
+        started = time.perf_counter()
+        _, _, body = http_get(server.port, "/metrics")
+        times.append(time.perf_counter() - started)
+    samples = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
+    return statistics.median(times) * 1000, samples
+
+
+def drive(server: Server, requests: int, unknown_paths: bool = False) -> int:
+    """Closed-loop wrk chunks until at least `requests` were answered; returns how many."""
+    done = 0
+    while done < requests:
+        result: WrkResult = wrk(server.url + TARGET, seconds=2, unknown_paths=unknown_paths)
+        done += result.requests
+    return done
+
+
+def memory(mode: Mode, env: dict[str, str]) -> dict:
+    server = Server("memory", None, env).start()
+    try:
+        time.sleep(1)
+        idle = server.rss_mib()
+        # Both paths once first (a hash, and a 404 with its access-log line): their first
+        # use allocates for good, which is warm-up, not growth.
+        drive(server, 1_000)
+        render_after_1k = metrics_render_ms(server)
+        drive(server, 1_000, unknown_paths=True)
+        warm = server.rss_mib()
+        served = drive(server, mode.traffic_requests)
+        after_traffic = server.rss_mib()
+        render_after_traffic = metrics_render_ms(server)
+        drive(server, mode.unknown_paths, unknown_paths=True)
+        after_unknown = server.rss_mib()
+        render_after_unknown = metrics_render_ms(server)
+    finally:
+        server.stop()
+    return {
+        "rss_idle_mib": idle,
+        "rss_warm_mib": warm,
+        "requests_served": served,
+        "rss_after_traffic_mib": after_traffic,
+        "rss_after_unknown_paths_mib": after_unknown,
+        "rss_growth_after_warm_up_mib": max(after_traffic, after_unknown) - warm,
+        "metrics_render_ms_after_1000": render_after_1k[0],
+        "metrics_render_ms_after_traffic": render_after_traffic[0],
+        "metrics_render_ms_after_unknown_paths": render_after_unknown[0],
+        "metrics_samples_after_1000": render_after_1k[1],
+        "metrics_samples_after_unknown_paths": render_after_unknown[1],
+    }
+
+
+async def _hold_connections(port: int, count: int, first_bytes: bytes) -> list:
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        if first_bytes:
+            writer.write(first_bytes)
+        writers.append(writer)
+    return writers
+
+
+def connections(mode: Mode, env: dict[str, str]) -> dict:
+    """RSS with `mode.connections` connections open: idle ones (nothing sent) and half-sent
+    ones (a request line and a header, never finished), and after both are gone."""
+    server = Server("connections", None, env).start()
+    half_sent = b"GET /user_hash?user_id=slow HTTP/1.1\r\nHost: bench\r\n"
+    result: dict[str, float] = {"connections": mode.connections}
+    try:
+        drive(server, 1_000)
+        result["rss_before_mib"] = server.rss_mib()
+        for kind, first_bytes in (("idle", b""), ("half_sent", half_sent)):
+            loop = asyncio.new_event_loop()
+            started = time.monotonic()
+            writers = loop.run_until_complete(
+                _hold_connections(server.port, mode.connections, first_bytes)
+            )
+            time.sleep(0.5)
+            result[f"rss_with_{kind}_mib"] = server.rss_mib()
+            result[f"seconds_to_open_{kind}"] = time.monotonic() - started
+            for writer in writers:
+                writer.close()
+            loop.run_until_complete(asyncio.sleep(0.1))
+            loop.close()
+            time.sleep(6)  # past keep_alive_timeout: the server has dropped them all
+        result["rss_after_closed_mib"] = server.rss_mib()
+    finally:
+        server.stop()
+    peak = max(result["rss_with_idle_mib"], result["rss_with_half_sent_mib"])
+    result["kib_per_connection"] = (peak - result["rss_before_mib"]) * 1024 / mode.connections
+    return result
+
+
+def probe_under_saturation(mode: Mode, env: dict[str, str], connections: int = 256) -> dict:
+    """/readyz round trips while wrk keeps `connections` requests outstanding: what a
+    kubelet probe waits for on a saturated pod (it queues behind those requests)."""
+    server = Server("probe", None, env).start()
+    seconds = max(mode.latency_seconds, 3.0)
+    times = []
+    try:
+        load = subprocess.Popen(
+            wrk_command(server.url + TARGET, seconds, connections),
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        while load.poll() is None:
+            started = time.perf_counter()
+            status, _, _ = http_get(server.port, "/readyz", timeout=30)
+            times.append(time.perf_counter() - started)
+            assert status == 200
+            time.sleep(0.2)
+        load.wait(timeout=60)
+    finally:
+        server.stop()
+    times.sort()
+    return {
+        "connections": connections,
+        "probes": len(times),
+        "p50_ms": statistics.median(times) * 1000,
+        "max_ms": times[-1] * 1000,
+    }
+
+
+# --- start and stop -----------------------------------------------------------------
+
+
+def start_and_stop(mode: Mode, env: dict[str, str]) -> dict:
+    ready, stopped = [], []
+    for _ in range(mode.repeats):
+        server = Server("lifecycle", None, {**env, "DRAIN_SECONDS": "0"}).start()
+        ready.append(server.ready_seconds)
+        stopped.append(server.stop(signal.SIGTERM))
+        assert server.process is not None
+        assert server.process.returncode == 0, server.output()
+    return {
+        "start_to_ready_seconds_median": statistics.median(ready),
+        "sigterm_to_exit_seconds_median": statistics.median(stopped),
+    }
+
+
+# --- profile ------------------------------------------------------------------------
+
+
+def profile(mode: Mode, env: dict[str, str], top: int = 12) -> dict:
+    """Samples the shipped service's stacks under load; the functions most often on CPU
+    (self) and on the stack (total), as shares of the busy samples."""
+    server = Server("profile", None, env).start()
+    raw = Path("build/bench/profile.txt")
+    try:
+        wrk(server.url + TARGET, seconds=1)
+        assert server.process is not None
+        sampler = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),  # installed with the dev extra
+                *("record", "--nonblocking", "--format", "raw", "--rate", "250"),
+                *("--duration", str(round(mode.profile_seconds)), "--pid", str(server.process.pid)),
+                *("--output", str(raw)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wrk(server.url + TARGET, seconds=mode.profile_seconds + 2)
+        _, error = sampler.communicate(timeout=60)
+        if sampler.returncode != 0:
+            return {"error": error.strip()[-300:]}
+    finally:
+        server.stop()
+    own, total, busy = Counter[str](), Counter[str](), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_function_of(frame) for frame in stack.split(";")]
+        if not any("Handle._run" in frame for frame in frames):
+            continue  # the loop waiting in select(): idle, not work
+        busy += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            total[frame] += int(count)
+    return {
+        "busy_samples": busy,
+        "self": [(frame, n / busy) for frame, n in own.most_common(top)],
+        # Frames on nearly every stack are the event loop itself, not work worth naming.
+        "total": [(frame, n / busy) for frame, n in total.most_common() if n < 0.9 * busy][:top],
+    }
+
+
+def _function_of(frame: str) -> str:
+    """py-spy's `name (path/to/file.py:line)` as `name (file.py)`: one entry per function."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})"
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def print_report(summary: dict) -> None:
+    t = summary["throughput"]
+    print("\nthroughput (wrk, 32 keep-alive connections; median of the rounds)")
+    print(f"  {'server':<16}{'req/s':>9}{'CPU us/req':>12}   rounds")
+    for name, row in t["variants"].items():
+        print(
+            f"  {name:<16}{row['rps_median']:>9.0f}{row['cpu_us_per_request_median']:>12.0f}"
+            f"   {row['rps_rounds']}"
+        )
+    print("ratios (median of per-round ratios)")
+    for name, value in t["ratios"].items():
+        shown = f"{value:.1%}" if name.endswith("cost") else f"{value:.3f}x"
+        print(f"  {name:<32}{shown:>9}")
+    print("\nlatency, open loop (latency from each request's intended start)")
+    for row in summary["latency"]:
+        print(
+            f"  {row['share_of_saturation']:>4.0%} of saturation = {row['rate']:>6.0f} req/s: "
+            f"p50 {row['p50_ms']:6.2f} ms, p99 {row['p99_ms']:6.2f} ms, "
+            f"{row['requests']} requests, {row['failed']} failed"
+        )
+    m, c, s = summary["memory"], summary["connections"], summary["start_and_stop"]
+    print("\nmemory of one process (RSS)")
+    print(
+        f"  idle {m['rss_idle_mib']:.1f} MiB; "
+        f"warm (1,000 hashes and 1,000 unknown paths) {m['rss_warm_mib']:.1f} MiB"
+    )
+    print(
+        f"  after {m['requests_served']:,} requests {m['rss_after_traffic_mib']:.1f} MiB; "
+        f"then after unknown paths {m['rss_after_unknown_paths_mib']:.1f} MiB "
+        f"(growth after warm-up {m['rss_growth_after_warm_up_mib']:+.1f} MiB)"
+    )
+    print(
+        f"  {c['connections']:,} idle connections {c['rss_with_idle_mib']:.1f} MiB, "
+        f"half-sent {c['rss_with_half_sent_mib']:.1f} MiB, after they closed "
+        f"{c['rss_after_closed_mib']:.1f} MiB (from {c['rss_before_mib']:.1f}; "
+        f"{c['kib_per_connection']:.1f} KiB per connection)"
+    )
+    print(
+        f"\n/metrics render: {m['metrics_render_ms_after_1000']:.2f} ms after 1,000 requests "
+        f"({m['metrics_samples_after_1000']} samples), "
+        f"{m['metrics_render_ms_after_traffic']:.2f} ms after {m['requests_served']:,}, "
+        f"{m['metrics_render_ms_after_unknown_paths']:.2f} ms after unknown paths "
+        f"({m['metrics_samples_after_unknown_paths']} samples)"
+    )
+    probe = summary["probe_under_saturation"]
+    print(
+        f"/readyz while {probe['connections']} connections saturate the pod: "
+        f"p50 {probe['p50_ms']:.0f} ms, max {probe['max_ms']:.0f} ms ({probe['probes']} probes)"
+    )
+    print(
+        f"start to /readyz 200: {s['start_to_ready_seconds_median']:.2f} s; "
+        f"SIGTERM to exit (DRAIN_SECONDS=0): {s['sigterm_to_exit_seconds_median']:.3f} s"
+    )
+    p = summary["profile"]
+    if "error" in p:
+        print(f"\nprofile: py-spy failed: {p['error']}")
+    else:
+        print(f"\nprofile of the shipped service under load ({p['busy_samples']} busy samples)")
+        for (frame, share), (total_frame, total_share) in zip(p["self"], p["total"], strict=False):
+            print(
+                f"  self {share:6.1%} {frame[:52]:<52} total {total_share:6.1%} {total_frame[:52]}"
+            )
+    print("\npod sizing that follows (README, Capacity):")
+    for line in summary["capacity"]["lines"]:
+        print(f"  {line}")
+    print("\ngoals")
+    for name, goal in summary["goals"].items():
+        print(f"  {'met ' if goal['met'] else 'MISSED'}  {name}: {goal['value']}")
+
+
+def goals(summary: dict) -> dict:
+    ratios, m = summary["throughput"]["ratios"], summary["memory"]
+    at_half = next(r for r in summary["latency"] if r["share_of_saturation"] == 0.5)
+
+    def goal(met: bool, value: str) -> dict:
+        return {"met": met, "value": value}
+
+    return {
+        "shipped >= 0.95x minimal Quart": goal(
+            ratios["shipped / minimal Quart"] >= 0.95, f"{ratios['shipped / minimal Quart']:.3f}x"
+        ),
+        "metrics cost < 3%": goal(ratios["metrics cost"] < 0.03, f"{ratios['metrics cost']:.1%}"),
+        "p99 <= 3x p50 at 50% of saturation": goal(
+            at_half["p99_ms"] <= 3 * at_half["p50_ms"],
+            f"p99 {at_half['p99_ms']:.2f} ms, p50 {at_half['p50_ms']:.2f} ms",
+        ),
+        "RSS < 70 MiB idle": goal(m["rss_idle_mib"] < 70, f"{m['rss_idle_mib']:.1f} MiB"),
+        "RSS flat within 5 MiB over traffic and unknown paths": goal(
+            m["rss_growth_after_warm_up_mib"] <= 5, f"{m['rss_growth_after_warm_up_mib']:+.1f} MiB"
+        ),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="a second or two per row (CI)")
+    mode = SHORT if parser.parse_args().short else FULL
+    os.sched_setaffinity(0, {LOAD_CPU})  # this process generates load too (open loop)
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    env = env_for_servers()
+    started = time.monotonic()
+
+    summary: dict = {"mode": "short" if mode is SHORT else "full", "mode_settings": vars(mode)}
+    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    summary["throughput"] = throughput(mode, env)
+    saturation = summary["throughput"]["variants"][SHIPPED]["rps_median"]
+    summary["latency"] = latency(mode, env, saturation)
+    summary["memory"] = memory(mode, env)
+    summary["connections"] = connections(mode, env)
+    summary["probe_under_saturation"] = probe_under_saturation(mode, env)
+    summary["start_and_stop"] = start_and_stop(mode, env)
+    summary["profile"] = profile(mode, env)
+    capacity: Capacity = derive_capacity(summary)
+    summary["capacity"] = capacity.as_dict()
+    summary["goals"] = goals(summary)
+    summary["seconds"] = time.monotonic() - started
+    SUMMARY.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print_report(summary)
+    print(f"\nwrote {SUMMARY} in {summary['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

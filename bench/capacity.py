@@ -1,0 +1,93 @@
+"""Pod sizing from the benchmark's measurements: README's Capacity section explains it and
+k8s/50-deployment.yaml uses the resulting numbers; re-derive them on other hardware with
+`make bench`.
+
+Policy (the choices), then what follows from the measurements:
+- Latency objective: p99 under 50 ms. A pod's capacity is the highest open-loop rate
+  measured on one core that keeps it (one process, one event loop: a pod never uses
+  more than one core, so this is also per pod).
+- A pod runs at no more than OPERATING_SHARE of that capacity when the HPA is at its
+  target, so it can absorb a surge of 1/OPERATING_SHARE while the HPA adds pods.
+- CPU: limit one core (all one event loop can use; a lower limit would throttle the loop
+  and show up as latency); request half a core, the HPA's target a share of it that
+  equals the operating point (CPU use grows in step with the request rate).
+- Memory: request the RSS after traffic with headroom; the limit leaves room for open
+  connections on top, which the benchmark measures per connection.
+- Probes: a readiness probe must not fail on a pod that is merely busy (that would take
+  load off it onto pods just as busy, and can empty the Service): its timeout is a
+  multiple of /readyz's worst latency measured under saturation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+P99_OBJECTIVE_MS = 50.0
+OPERATING_SHARE = 0.4
+CPU_LIMIT_MILLICORES = 1000
+CPU_REQUEST_MILLICORES = 500
+MEMORY_LIMIT_MIB = 256
+MEMORY_REQUEST_HEADROOM = 1.5
+PROBE_TIMEOUT_MARGIN = 5
+
+
+@dataclass(frozen=True)
+class Capacity:
+    rps_per_pod_at_p99_objective: float
+    rps_per_pod_at_hpa_target: float
+    cpu_request_millicores: int
+    cpu_limit_millicores: int
+    hpa_target_utilization_percent: int
+    memory_request_mib: int
+    memory_limit_mib: int
+    connections_within_memory_limit: int
+    readiness_timeout_seconds: int
+    lines: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def derive_capacity(summary: dict) -> Capacity:
+    rows = summary["latency"]
+    within = [row["rate"] for row in rows if 0 < row["p99_ms"] < P99_OBJECTIVE_MS]
+    capacity = max(within, default=0.0)
+    at_target = OPERATING_SHARE * capacity
+    target_percent = round(100 * OPERATING_SHARE * CPU_LIMIT_MILLICORES / CPU_REQUEST_MILLICORES)
+
+    memory, connections = summary["memory"], summary["connections"]
+    loaded_mib = max(memory["rss_after_traffic_mib"], memory["rss_after_unknown_paths_mib"])
+    request_mib = 32 * math.ceil(loaded_mib * MEMORY_REQUEST_HEADROOM / 32)
+    per_connection_kib = max(connections["kib_per_connection"], 0.1)
+    covered = int((MEMORY_LIMIT_MIB - request_mib) * 1024 / per_connection_kib)
+
+    worst_probe_ms = summary["probe_under_saturation"]["max_ms"]
+    timeout = max(1, math.ceil(PROBE_TIMEOUT_MARGIN * worst_probe_ms / 1000))
+
+    lines = [
+        f"one pod (one core) keeps p99 < {P99_OBJECTIVE_MS:.0f} ms up to {capacity:.0f} req/s "
+        f"(highest measured open-loop rate that did)",
+        f"HPA target {target_percent}% of a {CPU_REQUEST_MILLICORES}m request = "
+        f"{OPERATING_SHARE:.0%} of a core: about {at_target:.0f} req/s per pod before it "
+        f"scales out, {1 / OPERATING_SHARE:.1f}x surge headroom",
+        f"CPU: request {CPU_REQUEST_MILLICORES}m, limit {CPU_LIMIT_MILLICORES}m",
+        f"memory: request {request_mib}Mi ({loaded_mib:.0f} MiB after traffic, "
+        f"x{MEMORY_REQUEST_HEADROOM}), limit {MEMORY_LIMIT_MIB}Mi: room above the request for "
+        f"{covered:,} open connections at {per_connection_kib:.1f} KiB each",
+        f"readiness timeout {timeout} s: {PROBE_TIMEOUT_MARGIN}x the slowest /readyz "
+        f"({worst_probe_ms:.0f} ms) while saturated by "
+        f"{summary['probe_under_saturation']['connections']} connections",
+    ]
+    return Capacity(
+        rps_per_pod_at_p99_objective=capacity,
+        rps_per_pod_at_hpa_target=at_target,
+        cpu_request_millicores=CPU_REQUEST_MILLICORES,
+        cpu_limit_millicores=CPU_LIMIT_MILLICORES,
+        hpa_target_utilization_percent=target_percent,
+        memory_request_mib=request_mib,
+        memory_limit_mib=MEMORY_LIMIT_MIB,
+        connections_within_memory_limit=covered,
+        readiness_timeout_seconds=timeout,
+        lines=lines,
+    )

@@ -1,0 +1,160 @@
+"""Server processes pinned to one core, and wrk pinned to the other.
+
+The server gets CPU 0 and every load generator CPU 1, so the two never compete for a
+core; what each server spends is read from /proc (user + system CPU, resident memory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.service import free_port, http_get
+
+SERVER_CPU, LOAD_CPU = 0, 1
+READY_TIMEOUT_SECONDS = 30.0
+CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# Enough file descriptors for the idle-connection run on both sides of loopback.
+OPEN_FILES = 65_536
+TARGET = "/user_hash?user_id=TESTUSERID"
+
+
+def _raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+
+
+class Server:
+    """`python -m user_hasher` (variant None) or `python -m bench.servers VARIANT`."""
+
+    def __init__(self, name: str, variant: str | None, env: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        module = ["-m", "user_hasher"] if variant is None else ["-m", "bench.servers", variant]
+        # The bare servers have no /readyz: they are ready when they answer the target.
+        self.ready_path = TARGET if variant in ("raw", "quart") else "/readyz"
+        self.argv = ["taskset", "-c", str(SERVER_CPU), sys.executable, *module]
+        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        """Starts the process; returns once /readyz answers 200."""
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_raise_open_files_limit,
+        )
+        deadline = self.started + READY_TIMEOUT_SECONDS
+        while not self._answers(self.ready_path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not get ready:\n{self.output()}")
+            time.sleep(0.005)
+        self.ready_seconds = time.monotonic() - self.started
+        return self
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return http_get(self.port, path, timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def _stat(self) -> list[str]:
+        assert self.process is not None
+        # The pid is taskset's until it execs python: the same process, same /proc entry.
+        text = Path(f"/proc/{self.process.pid}/stat").read_text()
+        return text.rsplit(")", 1)[1].split()
+
+    def cpu_seconds(self) -> float:
+        fields = self._stat()  # fields[11] and [12] are utime and stime (man 5 proc)
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
+
+    def rss_mib(self) -> float:
+        return int(self._stat()[21]) * PAGE_SIZE / 2**20
+
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> float:
+        """Sends `sig`, waits for the exit; returns the seconds it took."""
+        assert self.process is not None
+        sent = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        self.process.wait(timeout=timeout)
+        self.log.close()
+        return time.monotonic() - sent
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    errors: int
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+_SCRIPT_UNKNOWN_PATHS = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/unknown/" .. counter)
+end
+"""
+
+
+def wrk_command(url: str, seconds: float, connections: int = 32) -> list[str]:
+    """Closed-loop load: `connections` keep-alive connections, each sending its next
+    request as soon as the last one is answered, for `seconds`."""
+    return [
+        "taskset",
+        "-c",
+        str(LOAD_CPU),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        url,
+    ]
+
+
+def wrk(url: str, seconds: float, connections: int = 32, unknown_paths: bool = False) -> WrkResult:
+    """Runs wrk_command to its end and reads its totals."""
+    argv = wrk_command(url, seconds, connections)[:-1]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if unknown_paths:
+            script.write(_SCRIPT_UNKNOWN_PATHS)
+            script.flush()
+            argv += ["-s", script.name]
+        result = subprocess.run(
+            [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+        )
+    found = re.search(r"(\d+) requests in ([\d.]+)(m?s)", result.stdout)
+    assert found is not None, result.stdout
+    requests, elapsed, unit = int(found[1]), float(found[2]), found[3]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", result.stdout))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    if non_2xx and not unknown_paths:
+        errors += int(non_2xx[1])
+    return WrkResult(requests, elapsed / 1000 if unit == "ms" else elapsed, errors)
