@@ -53,8 +53,8 @@ lock: install ## Re-pin requirements/*.lock from pyproject.toml
 		--custom-compile-command "make lock" -o requirements/dev.lock
 
 .PHONY: bench
-bench: install ## Measure throughput, latency, memory and pod sizing side by side (needs wrk; ~5 min)
-	$(PY) -m bench
+bench: install ## Measure speed, memory and pod sizing side by side (wrk; ~6 min; BASELINE=git-ref)
+	$(PY) -m bench $(if $(BASELINE),--baseline $(BASELINE))
 
 # --- Container image (issue 4) ------------------------------------------------
 

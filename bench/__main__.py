@@ -86,10 +86,27 @@ def env_for_servers() -> dict[str, str]:
 # --- throughput ---------------------------------------------------------------------
 
 
-def throughput(mode: Mode, env: dict[str, str]) -> dict:
-    servers = {name: Server(name, variant, env).start() for name, variant in VARIANTS.items()}
+def baseline_env(ref: str) -> dict[str, str]:
+    """The env that runs `python -m user_hasher` from git ref `ref` (its src/ first on the
+    path): the same service before a change, measured in the same run."""
+    directory = Path("build/bench/baseline") / ref
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return {"PYTHONPATH": str((directory / "src").resolve())}
+
+
+def throughput(mode: Mode, env: dict[str, str], baseline: str | None) -> dict:
+    servers = {name: Server(name, variant, env) for name, variant in VARIANTS.items()}
+    if baseline is not None:
+        servers[f"shipped @{baseline}"] = Server(
+            "baseline", None, {**env, **baseline_env(baseline)}
+        )
     rounds: list[dict[str, dict[str, float]]] = []
     try:
+        for server in servers.values():
+            server.start()
         for server in servers.values():  # the first requests of a process are not typical
             wrk(server.url + TARGET, seconds=1)
         for _ in range(mode.rounds):
@@ -111,6 +128,21 @@ def throughput(mode: Mode, env: dict[str, str]) -> dict:
     def median_ratio(numerator: str, denominator: str, key: str = "rps") -> float:
         return statistics.median(r[numerator][key] / r[denominator][key] for r in rounds)
 
+    ratios = {
+        "shipped / minimal Quart": median_ratio(SHIPPED, "minimal Quart"),
+        "shipped / raw ASGI": median_ratio(SHIPPED, "raw ASGI"),
+        "minimal Quart / raw ASGI": median_ratio("minimal Quart", "raw ASGI"),
+        # The cost of a part: how much faster the service runs without it.
+        "access log cost": 1 - median_ratio(SHIPPED, "no access log"),
+        "metrics cost": 1 - median_ratio(SHIPPED, "no metrics"),
+        # The same comparison from the server's CPU time per request (lower is better).
+        "cpu: minimal Quart / shipped": median_ratio("minimal Quart", SHIPPED, "cpu_us"),
+    }
+    if baseline is not None:
+        ratios[f"shipped / shipped @{baseline}"] = median_ratio(SHIPPED, f"shipped @{baseline}")
+        ratios[f"shipped @{baseline} / minimal Quart"] = median_ratio(
+            f"shipped @{baseline}", "minimal Quart"
+        )
     variants = {
         name: {
             "rps_median": statistics.median(r[name]["rps"] for r in rounds),
@@ -120,19 +152,7 @@ def throughput(mode: Mode, env: dict[str, str]) -> dict:
         }
         for name in servers
     }
-    return {
-        "variants": variants,
-        "ratios": {
-            "shipped / minimal Quart": median_ratio(SHIPPED, "minimal Quart"),
-            "shipped / raw ASGI": median_ratio(SHIPPED, "raw ASGI"),
-            "minimal Quart / raw ASGI": median_ratio("minimal Quart", "raw ASGI"),
-            # The cost of a part: how much faster the service runs without it.
-            "access log cost": 1 - median_ratio(SHIPPED, "no access log"),
-            "metrics cost": 1 - median_ratio(SHIPPED, "no metrics"),
-            # The same ratios from the server's CPU time per request (lower is better).
-            "cpu: minimal Quart / shipped": median_ratio("minimal Quart", SHIPPED, "cpu_us"),
-        },
-    }
+    return {"variants": variants, "ratios": ratios}
 
 
 # --- latency ------------------------------------------------------------------------
@@ -317,11 +337,11 @@ def start_and_stop(mode: Mode, env: dict[str, str]) -> dict:
 # --- profile ------------------------------------------------------------------------
 
 
-def profile(mode: Mode, env: dict[str, str], top: int = 12) -> dict:
+def profile(mode: Mode, env: dict[str, str], name: str = "profile", top: int = 12) -> dict:
     """Samples the shipped service's stacks under load; the functions most often on CPU
     (self) and on the stack (total), as shares of the busy samples."""
-    server = Server("profile", None, env).start()
-    raw = Path("build/bench/profile.txt")
+    server = Server(name, None, env).start()
+    raw = Path(f"build/bench/{name}.txt")
     try:
         wrk(server.url + TARGET, seconds=1)
         assert server.process is not None
@@ -422,21 +442,24 @@ def print_report(summary: dict) -> None:
         f"start to /readyz 200: {s['start_to_ready_seconds_median']:.2f} s; "
         f"SIGTERM to exit (DRAIN_SECONDS=0): {s['sigterm_to_exit_seconds_median']:.3f} s"
     )
-    p = summary["profile"]
-    if "error" in p:
-        print(f"\nprofile: py-spy failed: {p['error']}")
-    else:
-        print(f"\nprofile of the shipped service under load ({p['busy_samples']} busy samples)")
-        for (frame, share), (total_frame, total_share) in zip(p["self"], p["total"], strict=False):
-            print(
-                f"  self {share:6.1%} {frame[:52]:<52} total {total_share:6.1%} {total_frame[:52]}"
-            )
+    for key, title in (("profile", "the shipped service"), ("profile_baseline", "the baseline")):
+        if key in summary:
+            print_profile(title, summary[key])
     print("\npod sizing that follows (README, Capacity):")
     for line in summary["capacity"]["lines"]:
         print(f"  {line}")
     print("\ngoals")
     for name, goal in summary["goals"].items():
         print(f"  {'met ' if goal['met'] else 'MISSED'}  {name}: {goal['value']}")
+
+
+def print_profile(title: str, p: dict) -> None:
+    if "error" in p:
+        print(f"\nprofile of {title}: py-spy failed: {p['error']}")
+        return
+    print(f"\nprofile of {title} under load ({p['busy_samples']} busy samples)")
+    for (frame, share), (total_frame, total_share) in zip(p["self"], p["total"], strict=False):
+        print(f"  self {share:6.1%} {frame[:52]:<52} total {total_share:6.1%} {total_frame[:52]}")
 
 
 def goals(summary: dict) -> dict:
@@ -465,7 +488,11 @@ def goals(summary: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="a second or two per row (CI)")
-    mode = SHORT if parser.parse_args().short else FULL
+    parser.add_argument(
+        "--baseline", metavar="GIT_REF", help="also measure the service as it was at GIT_REF"
+    )
+    args = parser.parse_args()
+    mode, baseline = (SHORT if args.short else FULL), args.baseline
     os.sched_setaffinity(0, {LOAD_CPU})  # this process generates load too (open loop)
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     env = env_for_servers()
@@ -473,7 +500,7 @@ def main() -> int:
 
     summary: dict = {"mode": "short" if mode is SHORT else "full", "mode_settings": vars(mode)}
     summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    summary["throughput"] = throughput(mode, env)
+    summary["throughput"] = throughput(mode, env, baseline)
     saturation = summary["throughput"]["variants"][SHIPPED]["rps_median"]
     summary["latency"] = latency(mode, env, saturation)
     summary["memory"] = memory(mode, env)
@@ -481,6 +508,8 @@ def main() -> int:
     summary["probe_under_saturation"] = probe_under_saturation(mode, env)
     summary["start_and_stop"] = start_and_stop(mode, env)
     summary["profile"] = profile(mode, env)
+    if baseline is not None:
+        summary["profile_baseline"] = profile(mode, {**env, **baseline_env(baseline)}, "baseline")
     capacity: Capacity = derive_capacity(summary)
     summary["capacity"] = capacity.as_dict()
     summary["goals"] = goals(summary)
