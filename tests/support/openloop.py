@@ -148,6 +148,12 @@ def _close(connection: Connection | None) -> None:
         connection[1].close()
 
 
+def _client_kind(n: int, keep_alive_share: float) -> Client:
+    """The kind of the n-th request (or client): the keep-alive ones spread evenly."""
+    keep_alive = math.floor((n + 1) * keep_alive_share) > math.floor(n * keep_alive_share)
+    return Client.KEEP_ALIVE if keep_alive else Client.NEW_CONNECTION
+
+
 # --- The open-loop run ----------------------------------------------------------------
 
 
@@ -336,6 +342,7 @@ class LoadRun:
 @dataclass(frozen=True)
 class Saturation:
     connections: int
+    keep_alive_share: float
     seconds: float
     requests: int  # answered 200 with the expected body
     errors: int
@@ -346,21 +353,32 @@ class Saturation:
 
 
 def measure_saturation(
-    target: Target, connections: int = 8, seconds: float = 3.0, timeout: float = 5.0
+    target: Target,
+    connections: int = 8,
+    seconds: float = 3.0,
+    timeout: float = 5.0,
+    keep_alive_share: float = 1.0,
 ) -> Saturation:
-    """Closed loop: `connections` keep-alive connections each send their next request as
-    soon as the last is answered, for `seconds`. The rate is what the target (and this
+    """Closed loop: `connections` clients each send their next request as soon as the
+    last is answered, for `seconds`. A `keep_alive_share` below 1 makes that share of
+    the clients open a new connection per request, which costs both sides more: probe
+    with the mix the open loop will send. The rate is what the target (and this
     generator, on the same machine) can sustain; pick an open-loop rate below it."""
-    return asyncio.run(_saturate(target, connections, seconds, timeout))
+    return asyncio.run(_saturate(target, connections, seconds, timeout, keep_alive_share))
 
 
 async def _saturate(
-    target: Target, connections: int, seconds: float, request_timeout: float
+    target: Target,
+    connections: int,
+    seconds: float,
+    request_timeout: float,
+    keep_alive_share: float,
 ) -> Saturation:
     counts = Counter[bool]()
     end = time.monotonic() + seconds
 
     async def client(number: int) -> None:
+        keep_alive = _client_kind(number, keep_alive_share) is Client.KEEP_ALIVE
         connection: Connection | None = None
         sequence = 0
         try:
@@ -371,7 +389,7 @@ async def _saturate(
                     async with asyncio.timeout(request_timeout):
                         if connection is None:
                             connection = await asyncio.open_connection(target.host, target.port)
-                        request = _request_bytes(target, user_id, close=False)
+                        request = _request_bytes(target, user_id, close=not keep_alive)
                         status, closing, body = await _exchange(connection, request)
                 except _FAILURES:
                     counts[False] += 1
@@ -379,7 +397,7 @@ async def _saturate(
                     connection = None
                     continue
                 counts[status == 200 and body == expected_body(user_id, target.salt)] += 1
-                if closing:
+                if closing or not keep_alive:
                     _close(connection)
                     connection = None
         finally:
@@ -387,7 +405,8 @@ async def _saturate(
 
     started = time.monotonic()
     await asyncio.gather(*(client(n) for n in range(connections)))
-    return Saturation(connections, time.monotonic() - started, counts[True], counts[False])
+    elapsed = time.monotonic() - started
+    return Saturation(connections, keep_alive_share, elapsed, counts[True], counts[False])
 
 
 # --- Summaries ------------------------------------------------------------------------
