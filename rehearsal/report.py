@@ -92,6 +92,8 @@ def _window(summary: Summary) -> dict[str, Any]:
         "failed": summary.failed,
         "p50_ms": _ms(summary.p50),
         "p99_ms": _ms(summary.p99),
+        # Of the latency, the part spent before the request was sent (client side).
+        "p99_wait_ms": _ms(summary.p99_wait),
     }
 
 

@@ -125,6 +125,12 @@ def test_latency_counts_from_the_intended_start(start_service: StartService) -> 
     assert all(record.intended + record.latency >= resumed for record in during_pause)
     earliest = min(during_pause, key=lambda record: record.intended)
     assert earliest.latency >= resumed - earliest.intended
+    # Every keep-alive connection was stuck, so later requests waited for one to free up.
+    assert any(
+        record.intended + record.wait >= resumed
+        for record in during_pause
+        if record.client is Client.KEEP_ALIVE
+    )
 
 
 @pytest.mark.slow
@@ -285,7 +291,8 @@ def test_percentile_is_nearest_rank() -> None:
 def test_summarize_counts_a_window_and_times_only_the_answered() -> None:
     def record(intended: float, latency: float, error: Error | None = None) -> RequestRecord:
         client = Client.KEEP_ALIVE if intended < 2 else Client.NEW_CONNECTION
-        return RequestRecord(intended, latency, client, None if error else 200, error)
+        status = None if error else 200
+        return RequestRecord(intended, latency, client, status, error, wait=latency / 2)
 
     records = [
         record(0.5, 0.001),
@@ -301,6 +308,7 @@ def test_summarize_counts_a_window_and_times_only_the_answered() -> None:
     assert summary.failed_by_client == {"keep-alive": 1, "new-connection": 1}
     assert summary.errors_by_kind == {"refused": 1, "timeout": 1}
     assert (summary.p50, summary.p99) == (0.002, 0.002)
+    assert summary.p99_wait == 4.5
     assert summarize([]).p99 is None
 
 

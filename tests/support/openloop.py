@@ -81,6 +81,10 @@ class RequestRecord:
     error: Error | None  # None: 200 with the expected body
     detail: str = ""  # the failure in a few words, for reports
     connected: bool = False  # this request opened a new connection
+    # Seconds from the intended start until the request began: the generator's own
+    # lag plus any wait for a free keep-alive connection. Part of the latency, kept
+    # apart so a report can tell the client's queueing from the server's.
+    wait: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -95,6 +99,7 @@ def expected_body(user_id: str, salt: str) -> bytes:
 # --- One HTTP/1.1 exchange -----------------------------------------------------------
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Answer = tuple[str, int, bytes]  # user_id asked for, status, body
 
 
 def _request_bytes(target: Target, user_id: str, close: bool) -> bytes:
@@ -212,15 +217,8 @@ class LoadRun:
     def _schedule(self, start: float) -> Iterator[tuple[int, float, Client]]:
         plan = self.plan
         count = min(plan.max_requests, math.ceil(plan.duration * plan.rate))
-        share = plan.keep_alive_share
         for n in range(count):
-            # Spreads the keep-alive requests evenly through the schedule.
-            keep_alive = math.floor((n + 1) * share) > math.floor(n * share)
-            yield (
-                n,
-                start + n / plan.rate,
-                Client.KEEP_ALIVE if keep_alive else Client.NEW_CONNECTION,
-            )
+            yield n, start + n / plan.rate, _client_kind(n, plan.keep_alive_share)
 
     async def _run(self) -> None:
         queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
@@ -252,46 +250,46 @@ class LoadRun:
     def _record(
         self,
         intended: float,
+        began: float,
         client: Client,
         connected: bool,
         status: int | None,
         error: Error | None,
         detail: str = "",
     ) -> None:
-        latency = self.elapsed() - intended
+        latency, wait = self.elapsed() - intended, began - intended
         self.records.append(
-            RequestRecord(intended, latency, client, status, error, detail, connected)
+            RequestRecord(intended, latency, client, status, error, detail, connected, wait)
         )
 
     def _record_answer(
-        self,
-        intended: float,
-        client: Client,
-        connected: bool,
-        user_id: str,
-        status: int,
-        body: bytes,
+        self, intended: float, began: float, client: Client, connected: bool, answer: Answer
     ) -> None:
+        user_id, status, body = answer
         if status == 200 and body == expected_body(user_id, self.target.salt):
-            self._record(intended, client, connected, status, None)
+            self._record(intended, began, client, connected, status, None)
             return
         error = Error.SERVER_ERROR if status >= 500 else Error.BAD_RESPONSE
-        self._record(intended, client, connected, status, error, f"status {status}: {body[:60]!r}")
+        detail = f"status {status}: {body[:60]!r}"
+        self._record(intended, began, client, connected, status, error, detail)
 
     def _record_failure(
-        self, intended: float, client: Client, connected: bool, failure: BaseException
+        self, intended: float, began: float, client: Client, connected: bool, failure: Exception
     ) -> None:
         detail = f"{type(failure).__name__}: {failure}"[:120]
-        self._record(intended, client, connected, None, _classify(failure), detail)
+        self._record(intended, began, client, connected, None, _classify(failure), detail)
 
     async def _keep_alive_worker(self, queue: asyncio.Queue[tuple[int, float] | None]) -> None:
         connection: Connection | None = None
         try:
             while (item := await queue.get()) is not None:
                 n, intended = item
+                began = self.elapsed()
                 if time.monotonic() >= self._deadline(intended):
                     waited = "no keep-alive connection was free before the timeout"
-                    self._record(intended, Client.KEEP_ALIVE, False, None, Error.TIMEOUT, waited)
+                    self._record(
+                        intended, began, Client.KEEP_ALIVE, False, None, Error.TIMEOUT, waited
+                    )
                     continue
                 if connection is not None and connection[0].at_eof():
                     _close(connection)  # the server closed it while idle
@@ -307,11 +305,12 @@ class LoadRun:
                         request = _request_bytes(self.target, user_id, close=False)
                         status, closing, body = await _exchange(connection, request)
                 except _FAILURES as failure:
-                    self._record_failure(intended, Client.KEEP_ALIVE, connected, failure)
+                    self._record_failure(intended, began, Client.KEEP_ALIVE, connected, failure)
                     _close(connection)
                     connection = None
                     continue
-                self._record_answer(intended, Client.KEEP_ALIVE, connected, user_id, status, body)
+                answer = (user_id, status, body)
+                self._record_answer(intended, began, Client.KEEP_ALIVE, connected, answer)
                 if closing:
                     _close(connection)
                     connection = None
@@ -323,17 +322,21 @@ class LoadRun:
     ) -> None:
         user_id = f"openloop-{n}"
         connection: Connection | None = None
+        began = math.nan
         try:
             async with asyncio.timeout_at(self._deadline(intended)), slots:
+                began = self.elapsed()
                 connection = await asyncio.open_connection(self.target.host, self.target.port)
                 request = _request_bytes(self.target, user_id, close=True)
                 status, _, body = await _exchange(connection, request)
         except _FAILURES as failure:
-            self._record_failure(intended, Client.NEW_CONNECTION, True, failure)
+            began = self.elapsed() if math.isnan(began) else began  # never got a slot
+            self._record_failure(intended, began, Client.NEW_CONNECTION, True, failure)
             return
         finally:
             _close(connection)
-        self._record_answer(intended, Client.NEW_CONNECTION, True, user_id, status, body)
+        answer = (user_id, status, body)
+        self._record_answer(intended, began, Client.NEW_CONNECTION, True, answer)
 
 
 # --- Closed-loop saturation probe ---------------------------------------------------
@@ -360,9 +363,9 @@ def measure_saturation(
     keep_alive_share: float = 1.0,
 ) -> Saturation:
     """Closed loop: `connections` clients each send their next request as soon as the
-    last is answered, for `seconds`. A `keep_alive_share` below 1 makes that share of
-    the clients open a new connection per request, which costs both sides more: probe
-    with the mix the open loop will send. The rate is what the target (and this
+    last is answered, for `seconds`. With a `keep_alive_share` below 1 the other clients
+    open a new connection per request, which costs both sides more: probe with the mix
+    the open loop will send. The rate is what the target (and this
     generator, on the same machine) can sustain; pick an open-loop rate below it."""
     return asyncio.run(_saturate(target, connections, seconds, timeout, keep_alive_share))
 
@@ -429,6 +432,7 @@ class Summary:
     errors_by_kind: dict[str, int]
     p50: float | None  # seconds, over the successful requests
     p99: float | None
+    p99_wait: float | None  # seconds, over all requests: RequestRecord.wait
 
 
 def _count(names: Iterable[str]) -> dict[str, int]:
@@ -458,4 +462,5 @@ def summarize(
         errors_by_kind=_count(str(record.error) for record in failures),
         p50=percentile(latencies, 0.50),
         p99=percentile(latencies, 0.99),
+        p99_wait=percentile([record.wait for record in window], 0.99),
     )
