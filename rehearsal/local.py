@@ -19,7 +19,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from rehearsal.report import Event, Rehearsal, Role, Scenario
-from tests.support.openloop import LoadPlan, LoadRun, Target, measure_saturation
+from tests.support.openloop import LoadPlan, LoadRun, RequestRecord, Target, measure_saturation
 from tests.support.service import ServiceProcess, answers_ready, http_get
 
 SALT = "rehearsal-salt"
@@ -33,7 +33,7 @@ DRAIN_SECONDS = 3.0
 ENDPOINT_REMOVAL_SECONDS = 1.5
 GRACEFUL_TIMEOUT_SECONDS = 5.0
 # The event windows here are short; this floor only proves the load really ran.
-MIN_ROLLOUT_REQUESTS = 100
+MIN_ROLLOUT_REQUESTS = 50
 NOT_READY_SOURCE = "local stand-in: the process's /readyz stops answering 200"
 
 
@@ -70,8 +70,6 @@ def _start(log_dir: Path, name: str, drain_seconds: float) -> ServiceProcess:
         "APP_VERSION": f"local-{name}",
         "DRAIN_SECONDS": str(drain_seconds),
         "GRACEFUL_TIMEOUT_SECONDS": str(GRACEFUL_TIMEOUT_SECONDS),
-        # Successes unlogged: the process's log stays small under a rehearsal's load.
-        "LOG_LEVEL": "WARNING",
     }
     return ServiceProcess(log_dir / f"{name}.log", env).start().wait_ready()
 
@@ -93,7 +91,7 @@ def _measure_rate(log_dir: Path) -> tuple[float, float]:
 
 def _run_scenario(
     spec: LocalScenario, service: ServiceProcess, rate: float, origin: float
-) -> tuple[Scenario, list]:
+) -> tuple[Scenario, list[RequestRecord]]:
     target = Target("127.0.0.1", service.port, SALT)
     # Bounded by its plan even if nobody stopped it.
     plan = LoadPlan(
@@ -114,7 +112,7 @@ def _run_scenario(
             if not_ready is None and not answers_ready(service.port):
                 not_ready = run.elapsed() - signalled
             time.sleep(0.01)
-    events.append(Event(run.elapsed(), "endpoint removed (stand-in: load stops)"))
+        events.append(Event(run.elapsed(), "endpoint removed (stand-in: load stops)"))
     exit_code = service.wait_exit(timeout=DRAIN_SECONDS + GRACEFUL_TIMEOUT_SECONDS + 10)
     end = run.elapsed()
     events.append(Event(end, f"{pod} exited ({exit_code})"))

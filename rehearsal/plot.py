@@ -132,6 +132,8 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
         colors=[CLIENT_COLOURS[Client.KEEP_ALIVE], CLIENT_COLOURS[Client.NEW_CONNECTION], FAILED],
         labels=[f"{Client.KEEP_ALIVE} ok", f"{Client.NEW_CONNECTION} ok", "failed"],
     )
+    peak = max((sum(column) for column in zip(*rows, strict=True)), default=0.0)
+    rate_axes.set_ylim(0, max(peak, 1.0) * 1.4)  # headroom: the legend sits above the load
     rate_axes.set_ylabel("requests/s")
     rate_axes.set_xlabel("seconds since the load started (by intended start)")
     rate_axes.set_xlim(0, end * 1.02)

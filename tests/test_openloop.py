@@ -312,5 +312,13 @@ def test_summarize_counts_a_window_and_times_only_the_answered() -> None:
     assert summarize([]).p99 is None
 
 
+@pytest.mark.parametrize(
+    "bad", [{"rate": 0}, {"duration": -1}, {"keep_alive_share": 1.5}, {"keep_alive_connections": 0}]
+)
+def test_a_plan_that_cannot_run_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        plan(**bad)
+
+
 def test_expected_body_is_the_contract() -> None:
     assert expected_body("TESTUSERID", "TESTSALT") == b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'

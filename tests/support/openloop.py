@@ -71,6 +71,14 @@ class LoadPlan:
     # beyond it wait for a slot, and that wait counts in their latency.
     max_new_connections_in_flight: int = 512
 
+    def __post_init__(self) -> None:
+        if not (self.rate > 0 and self.duration > 0 and self.timeout > 0):
+            raise ValueError(f"rate, duration and timeout must be positive: {self}")
+        if not 0 <= self.keep_alive_share <= 1:
+            raise ValueError(f"keep_alive_share must be within [0, 1]: {self}")
+        if self.keep_alive_connections < 1 or self.max_new_connections_in_flight < 1:
+            raise ValueError(f"connection counts must be at least 1: {self}")
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
