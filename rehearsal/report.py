@@ -194,6 +194,19 @@ def gates(rehearsal: Rehearsal) -> list[Gate]:
             f"{rollout_requests:,} requests in the rollout event windows",
         )
     )
+    # Load runs between scenarios too; a failure there must not go unseen.
+    outside = [
+        r
+        for r in records
+        if not r.ok and not any(s.start <= r.intended < s.end for s in rehearsal.scenarios)
+    ]
+    result.append(
+        Gate(
+            "0 failed requests outside the scenarios",
+            not outside,
+            f"{len(outside):,} failed between scenarios",
+        )
+    )
     if not any(s.role is Role.NEGATIVE_CONTROL for s in rehearsal.scenarios):
         result.append(Gate("a negative control ran", False, "no negative-control scenario"))
     return result

@@ -79,6 +79,7 @@ def test_a_clean_rehearsal_passes_every_gate() -> None:
         "0 failed requests in scale-down": True,
         "negative control no-drain records failures": True,
         "at least 400 requests during the rollouts": True,
+        "0 failed requests outside the scenarios": True,
     }
     json.loads(json.dumps(data))  # plain JSON, nothing exotic
 
@@ -100,6 +101,12 @@ def test_failures_in_a_fault_scenario_are_reported_not_gated() -> None:
         {"refused": 1},
     )
     assert data["passed"] is True
+
+
+def test_a_failure_between_scenarios_fails_the_rehearsal() -> None:
+    rehearsal = rehearsal_of(*CLEAN)
+    rehearsal.records.append(failed(45.0))  # after the last scenario ended
+    assert gate_results(rehearsal)["0 failed requests outside the scenarios"] is False
 
 
 def test_a_gated_zero_without_both_client_kinds_proves_nothing() -> None:
