@@ -31,11 +31,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
-from tests.support.service import http_get
-
 from bench.capacity import Capacity, derive_capacity
 from bench.processes import LOAD_CPU, TARGET, Server, WrkResult, wrk, wrk_command
+from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
+from tests.support.service import http_get
 
 SALT = "TESTSALT"
 SUMMARY = Path("build/bench/summary.json")

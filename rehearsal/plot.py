@@ -1,0 +1,149 @@
+"""rollout.png: the whole rehearsal at a glance.
+
+Top: latency from each request's intended start (p50 and p99 of the answered
+requests per time bin, log scale), each failed request a red mark, each scenario's
+event window shaded by its role and its events as labelled lines. Bottom: requests
+per second by client kind, failed ones in red, so a gap in the load is seen too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from rehearsal.report import Event, Rehearsal, Role
+from tests.support.openloop import Client, percentile
+
+ROLE_COLOURS = {
+    Role.ROLLOUT: "#c6dbef",
+    Role.DISRUPTION: "#c7e9c0",
+    Role.FAULT: "#fdd0a2",
+    Role.NEGATIVE_CONTROL: "#f4b6c2",
+}
+CLIENT_COLOURS = {Client.KEEP_ALIVE: "#7fa7d9", Client.NEW_CONNECTION: "#8fcf9f"}
+FAILED = "#d7191c"
+# Instant failures (a refused connection) take microseconds; drawn at this floor
+# they stay visible on the log scale.
+FLOOR_MS = 0.1
+TARGET_BINS = 400
+
+
+def _merge_close(events: list[Event], within: float) -> list[tuple[float, str]]:
+    """Events closer than `within` seconds share one line and one label, so labels
+    never print over each other."""
+    merged: list[tuple[float, str]] = []
+    for event in sorted(events, key=lambda event: event.at):
+        if merged and event.at - merged[-1][0] < within:
+            merged[-1] = (merged[-1][0], f"{merged[-1][1]}; {event.what}")
+        else:
+            merged.append((event.at, event.what))
+    return merged
+
+
+def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
+    records = rehearsal.records
+    end = max([r.intended for r in records] + [s.end for s in rehearsal.scenarios] + [1.0])
+    width = max(0.1, end / TARGET_BINS)  # seconds per bin
+
+    answered: dict[int, list[float]] = defaultdict(list)
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for record in records:
+        index = math.floor(record.intended / width)
+        if record.ok:
+            answered[index].append(record.latency * 1000)
+            counts[index, record.client] += 1
+        else:
+            counts[index, "failed"] += 1
+    failed = [r for r in records if not r.ok]
+
+    figure = Figure(figsize=(14, 7.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)  # renders with Agg: no display, no global pyplot state
+    latency_axes, rate_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+
+    for scenario in rehearsal.scenarios:
+        for axes in (latency_axes, rate_axes):
+            axes.axvspan(scenario.event_start, scenario.end, color=ROLE_COLOURS[scenario.role])
+            axes.axvline(scenario.start, color="#555555", linewidth=1.0)
+        latency_axes.text(
+            scenario.start,
+            1.005,
+            f" {scenario.name}",
+            transform=latency_axes.get_xaxis_transform(),
+            fontsize=9,
+            fontweight="bold",
+            va="bottom",
+        )
+        for at, label in _merge_close(scenario.events, end / 80):
+            latency_axes.axvline(at, color="#444444", linestyle=":", linewidth=0.9)
+            latency_axes.text(
+                at,
+                0.98,
+                f" {label}",
+                transform=latency_axes.get_xaxis_transform(),
+                rotation=90,
+                fontsize=7,
+                va="top",
+                color="#333333",
+            )
+
+    # Every bin, empty ones as NaN: a line must break where there was no load.
+    all_bins = range(math.floor(end / width) + 1)
+    times = [(index + 0.5) * width for index in all_bins]
+    for fraction, colour, label in ((0.50, "#2b6cb0", "p50"), (0.99, "#dd6b20", "p99")):
+        values = [percentile(answered.get(index, []), fraction) for index in all_bins]
+        values = [math.nan if value is None else value for value in values]
+        latency_axes.plot(
+            times, values, color=colour, linewidth=1.2, label=f"{label} per {width:.1f} s"
+        )
+    latency_axes.scatter(
+        [r.intended for r in failed],
+        [max(r.latency * 1000, FLOOR_MS) for r in failed],
+        marker="x",
+        s=28,
+        color=FAILED,
+        linewidths=1.2,
+        zorder=5,
+        label=f"failed request ({len(failed):,})",
+    )
+    latency_axes.set_yscale("log")
+    latency_axes.set_ylim(bottom=FLOOR_MS / 2)
+    latency_axes.set_ylabel("latency from intended start (ms)")
+    latency_axes.grid(True, which="major", axis="y", alpha=0.3)
+    role_patches = [
+        Patch(color=ROLE_COLOURS[role], label=f"{role} event window")
+        for role in Role
+        if any(s.role is role for s in rehearsal.scenarios)
+    ]
+    handles, _ = latency_axes.get_legend_handles_labels()
+    latency_axes.legend(handles=handles + role_patches, loc="lower left", fontsize=8, ncols=2)
+
+    # Stacked: the total height is the load sent, red is the part of it that failed.
+    bin_starts = [index * width for index in all_bins]
+    rows = [[counts[index, kind] / width for index in all_bins] for kind in (*Client, "failed")]
+    rate_axes.stackplot(
+        bin_starts,
+        rows,
+        step="post",
+        colors=[CLIENT_COLOURS[Client.KEEP_ALIVE], CLIENT_COLOURS[Client.NEW_CONNECTION], FAILED],
+        labels=[f"{Client.KEEP_ALIVE} ok", f"{Client.NEW_CONNECTION} ok", "failed"],
+    )
+    peak = max((sum(column) for column in zip(*rows, strict=True)), default=0.0)
+    rate_axes.set_ylim(0, max(peak, 1.0) * 1.4)  # headroom: the legend sits above the load
+    rate_axes.set_ylabel("requests/s")
+    rate_axes.set_xlabel("seconds since the load started (by intended start)")
+    rate_axes.set_xlim(0, end * 1.02)
+    rate_axes.legend(loc="upper left", fontsize=8, ncols=3)
+    rate_axes.grid(True, axis="y", alpha=0.3)
+
+    figure.suptitle(
+        f"Zero-downtime rehearsal against {rehearsal.target}: open loop at "
+        f"{rehearsal.rate:,.0f} req/s, {len(records):,} requests, {len(failed):,} failed",
+        fontsize=11,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)

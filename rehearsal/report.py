@@ -1,0 +1,277 @@
+"""What a rehearsal recorded, and what it means: summary.json, the gates, the verdict.
+
+Every time here is in seconds on one clock, the load generator's (LoadRun.elapsed):
+request records, scenario windows and events alike, so they line up without
+conversion. `Rehearsal.started_at` ties that clock's zero to the wall clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.openloop import Client, RequestRecord, Summary, in_window, summarize
+
+# A gated scenario whose requests all succeeded proves something only if both client
+# kinds were there; this many of each is the least that counts as "there".
+MIN_REQUESTS_PER_CLIENT = 10
+FAILURE_SAMPLES = 20
+
+
+class Role(enum.StrEnum):
+    ROLLOUT = "rollout"  # gated; its requests count toward the rehearsal's request floor
+    DISRUPTION = "disruption"  # gated: a voluntary disruption such as a scale-down
+    FAULT = "fault"  # reported, not gated: no drain can save requests from a killed pod
+    NEGATIVE_CONTROL = "negative-control"  # must fail requests, or the checker is blind
+
+
+GATED_ROLES = (Role.ROLLOUT, Role.DISRUPTION)
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    what: str  # "rollout started", "pod user-hasher-x SIGTERM", "rollout complete", ...
+
+
+@dataclass
+class Scenario:
+    """A steady-state stretch [start, event_start), then the event window
+    [event_start, end) in which the scenario's events happen."""
+
+    name: str
+    role: Role
+    start: float
+    event_start: float
+    end: float
+    events: list[Event] = field(default_factory=list)
+    versions_seen: list[str] = field(default_factory=list)
+    # Per pod: seconds from its SIGTERM to its endpoint turning not ready (None: never
+    # seen); how it was observed is the rehearsal's `not_ready_source`.
+    sigterm_to_not_ready: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def gated(self) -> bool:
+        return self.role in GATED_ROLES
+
+
+@dataclass
+class Rehearsal:
+    target: str  # where the load went, in words
+    rate: float  # requests per second of the open loop
+    saturation: float | None  # closed-loop requests per second it was derived from
+    started_at: float  # epoch seconds at zero on the records' clock
+    min_rollout_requests: int  # the floor for the rollout scenarios' event windows together
+    not_ready_source: str  # how sigterm_to_not_ready was observed
+    scenarios: list[Scenario] = field(default_factory=list)
+    records: list[RequestRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+
+
+# --- Per scenario -----------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _window(summary: Summary) -> dict[str, Any]:
+    return {
+        "requests": summary.requests,
+        "failed": summary.failed,
+        "p50_ms": _ms(summary.p50),
+        "p99_ms": _ms(summary.p99),
+        # Of the latency, the part spent before the request was sent (client side).
+        "p99_wait_ms": _ms(summary.p99_wait),
+    }
+
+
+def p99_ratio(records: list[RequestRecord], scenario: Scenario) -> float | None:
+    steady = summarize(records, scenario.start, scenario.event_start).p99
+    during = summarize(records, scenario.event_start, scenario.end).p99
+    return None if not steady or during is None else during / steady
+
+
+def scenario_summary(records: list[RequestRecord], scenario: Scenario) -> dict[str, Any]:
+    whole = summarize(records, scenario.start, scenario.end)
+    window = in_window(records, scenario.start, scenario.end)
+    failures = sorted((r for r in window if not r.ok), key=lambda r: r.intended)
+    ratio = p99_ratio(records, scenario)
+    return {
+        "name": scenario.name,
+        "role": str(scenario.role),
+        "gated": scenario.gated,
+        "start_s": round(scenario.start, 3),
+        "event_start_s": round(scenario.event_start, 3),
+        "end_s": round(scenario.end, 3),
+        "duration_s": round(scenario.end - scenario.start, 3),
+        "requests": whole.requests,
+        "failed": whole.failed,
+        "requests_by_client": whole.requests_by_client,
+        "failed_by_client": whole.failed_by_client,
+        "errors_by_kind": whole.errors_by_kind,
+        "steady": _window(summarize(records, scenario.start, scenario.event_start)),
+        "during": _window(summarize(records, scenario.event_start, scenario.end)),
+        "p99_during_over_steady": None if ratio is None else round(ratio, 2),
+        "versions_seen": scenario.versions_seen,
+        "sigterm_to_not_ready_s": {
+            pod: None if seconds is None else round(seconds, 3)
+            for pod, seconds in scenario.sigterm_to_not_ready.items()
+        },
+        "events": [{"at_s": round(event.at, 3), "what": event.what} for event in scenario.events],
+        "failure_samples": [
+            {
+                "intended_s": round(r.intended, 4),
+                "latency_ms": _ms(r.latency),
+                "client": str(r.client),
+                "error": str(r.error),
+                "detail": r.detail,
+            }
+            for r in failures[:FAILURE_SAMPLES]
+        ],
+    }
+
+
+# --- Gates ------------------------------------------------------------------------------
+
+
+def latency_ratio_median(rehearsal: Rehearsal) -> float | None:
+    """During-event p99 over steady p99, median over the gated scenarios (reported only:
+    a p99 on a shared 2-core machine is too noisy to gate on)."""
+    ratios = [p99_ratio(rehearsal.records, s) for s in rehearsal.scenarios if s.gated]
+    known = [ratio for ratio in ratios if ratio is not None]
+    return statistics.median(known) if known else None
+
+
+def gates(rehearsal: Rehearsal) -> list[Gate]:
+    records = rehearsal.records
+    result = []
+    for scenario in rehearsal.scenarios:
+        summary = summarize(records, scenario.start, scenario.end)
+        counts = ", ".join(
+            f"{client} {summary.requests_by_client.get(client, 0):,}" for client in Client
+        )
+        if scenario.gated:
+            both_kinds = all(
+                summary.requests_by_client.get(client, 0) >= MIN_REQUESTS_PER_CLIENT
+                for client in Client
+            )
+            result.append(
+                Gate(
+                    f"0 failed requests in {scenario.name}",
+                    summary.failed == 0 and both_kinds,
+                    f"{summary.failed:,} of {summary.requests:,} failed ({counts})",
+                )
+            )
+        elif scenario.role is Role.NEGATIVE_CONTROL:
+            result.append(
+                Gate(
+                    f"negative control {scenario.name} records failures",
+                    summary.failed > 0,
+                    f"{summary.failed:,} of {summary.requests:,} failed {summary.errors_by_kind}",
+                )
+            )
+    rollout_requests = sum(
+        summarize(records, s.event_start, s.end).requests
+        for s in rehearsal.scenarios
+        if s.role is Role.ROLLOUT
+    )
+    result.append(
+        Gate(
+            f"at least {rehearsal.min_rollout_requests:,} requests during the rollouts",
+            rollout_requests >= rehearsal.min_rollout_requests,
+            f"{rollout_requests:,} requests in the rollout event windows",
+        )
+    )
+    # Load runs between scenarios too; a failure there must not go unseen.
+    outside = [
+        r
+        for r in records
+        if not r.ok and not any(s.start <= r.intended < s.end for s in rehearsal.scenarios)
+    ]
+    result.append(
+        Gate(
+            "0 failed requests outside the scenarios",
+            not outside,
+            f"{len(outside):,} failed between scenarios",
+        )
+    )
+    if not any(s.role is Role.NEGATIVE_CONTROL for s in rehearsal.scenarios):
+        result.append(Gate("a negative control ran", False, "no negative-control scenario"))
+    return result
+
+
+# --- Outputs ----------------------------------------------------------------------------
+
+
+def summary(rehearsal: Rehearsal) -> dict[str, Any]:
+    checked = gates(rehearsal)
+    whole = summarize(rehearsal.records)
+    ratio = latency_ratio_median(rehearsal)
+    return {
+        "target": rehearsal.target,
+        "started_at": datetime.datetime.fromtimestamp(rehearsal.started_at, datetime.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        "rate_per_s": round(rehearsal.rate, 1),
+        "saturation_per_s": None if rehearsal.saturation is None else round(rehearsal.saturation),
+        "requests": whole.requests,
+        "failed": whole.failed,
+        "not_ready_source": rehearsal.not_ready_source,
+        "scenarios": [scenario_summary(rehearsal.records, s) for s in rehearsal.scenarios],
+        "p99_during_over_steady_median": None if ratio is None else round(ratio, 2),
+        "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in checked],
+        "passed": all(g.passed for g in checked),
+    }
+
+
+def write_summary(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _format_ms(milliseconds: float | None) -> str:
+    return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
+
+
+def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
+    saturation = data["saturation_per_s"]
+    of_saturation = (
+        f" ({data['rate_per_s'] / saturation:.0%} of {saturation:,}/s)" if saturation else ""
+    )
+    lines = [
+        f"Rehearsal against {data['target']}: {data['requests']:,} requests at "
+        f"{data['rate_per_s']:,}/s{of_saturation}, {data['failed']:,} failed",
+        "",
+        f"{'scenario':<24}{'role':<18}{'requests':>9}{'failed':>8}  "
+        f"{'p99 steady':>11}{'p99 during':>12}  errors",
+    ]
+    for s in data["scenarios"]:
+        errors = ", ".join(f"{kind} {count}" for kind, count in s["errors_by_kind"].items())
+        lines.append(
+            f"{s['name']:<24}{s['role']:<18}{s['requests']:>9,}{s['failed']:>8,}  "
+            f"{_format_ms(s['steady']['p99_ms']):>11}{_format_ms(s['during']['p99_ms']):>12}  "
+            f"{errors or '-'}"
+        )
+    lines.append("")
+    for gate in data["gates"]:
+        lines.append(f"{'PASS' if gate['passed'] else 'FAIL'}  {gate['name']}: {gate['detail']}")
+    ratio = data["p99_during_over_steady_median"]
+    lines.append(
+        "latency: p99 during events / steady p99, median over gated scenarios: "
+        f"{'-' if ratio is None else f'{ratio:.2f}x'} (reported, not gated)"
+    )
+    lines.append(f"wrote {', '.join(str(path) for path in outputs)}")
+    lines.append(f"RESULT: {'PASS' if data['passed'] else 'FAIL'}")
+    return "\n".join(lines)
