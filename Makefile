@@ -113,12 +113,12 @@ ROLLOUT_TIMEOUT := 300s
 CHECKOV_VENV := .venv-checkov
 
 .PHONY: manifest
-manifest: ## Render user_hasher.yaml from k8s/*.yaml (commit both)
-	python3 scripts/k8s/render_manifest.py
+manifest: install ## Render user_hasher.yaml from k8s/ (commit both)
+	$(PY) scripts/k8s/render_manifest.py
 
 .PHONY: manifest-check
-manifest-check: ## Fail if user_hasher.yaml differs from what `make manifest` renders
-	python3 scripts/k8s/render_manifest.py --check
+manifest-check: install ## Fail if user_hasher.yaml differs from what `make manifest` renders
+	$(PY) scripts/k8s/render_manifest.py --check
 
 .PHONY: minikube-deploy
 minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml, wait

@@ -90,9 +90,9 @@ def deployment_container(
     deployment_docs: list[Doc], start_container: Callable[..., Container]
 ) -> Container:
     env = resolve_env(deployment_docs, FIELD_VALUES)
-    # docker_support runs every container on a free loopback port (host network); PORT is
-    # the container port in the cluster (tests/k8s/test_semantics.py checks they agree).
-    env.pop("PORT")
+    # docker_support runs every container on a free loopback port (host network); the app's
+    # default PORT is the container port in the cluster (tests/k8s/test_semantics.py checks).
+    assert "PORT" not in env
     deployment = only(deployment_docs, "Deployment")
     return start_container(*docker_run_args(deployment), **env)
 

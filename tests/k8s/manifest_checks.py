@@ -227,7 +227,8 @@ def check_shutdown_budget(docs: list[Doc], version: str) -> list[str]:
 
 
 def check_version(docs: list[Doc], version: str) -> list[str]:
-    """Images are tagged with the package version (never latest); the version label agrees."""
+    """Images are tagged with the package version (never latest), and no label states a
+    version: rollouts and `rollout undo` change the image, and a label would go stale."""
     problems = []
     deployment = only(docs, "Deployment")
     spec = pod_spec(deployment)
@@ -243,8 +244,8 @@ def check_version(docs: list[Doc], version: str) -> list[str]:
         ("Deployment", deployment["metadata"].get("labels") or {}),
         ("pod template", deployment["spec"]["template"]["metadata"].get("labels") or {}),
     ):
-        if labels.get("app.kubernetes.io/version") != version:
-            problems.append(f"{where} label app.kubernetes.io/version is not {version}")
+        if "app.kubernetes.io/version" in labels:
+            problems.append(f"{where} label app.kubernetes.io/version goes stale on a rollout")
     return problems
 
 
@@ -273,14 +274,12 @@ def check_availability(docs: list[Doc], version: str) -> list[str]:
         problems.append("the Deployment must roll with maxUnavailable: 0")
     if "readinessProbe" not in app_container(only(docs, "Deployment")):
         problems.append("without a readinessProbe a rollout sends traffic to pods not yet serving")
-    min_replicas = only(docs, "HorizontalPodAutoscaler")["spec"].get("minReplicas", 1)
-    min_available = only(docs, "PodDisruptionBudget")["spec"].get("minAvailable")
-    if not isinstance(min_available, int) or min_available >= min_replicas:
-        problems.append(
-            f"PDB minAvailable {min_available} leaves no pod of {min_replicas} evictable"
-        )
-    if spec.get("replicas", 1) < min_replicas:
-        problems.append(f"replicas {spec.get('replicas')} is below the HPA's minReplicas")
+    pdb = only(docs, "PodDisruptionBudget")["spec"]
+    if pdb.get("maxUnavailable") != 1 or "minAvailable" in pdb:
+        # minAvailable is a fixed count: as the HPA adds pods it allows ever more evictions.
+        problems.append("the PDB must allow one eviction at a time (maxUnavailable: 1)")
+    if "replicas" in spec:
+        problems.append("the Deployment sets replicas: every apply would reset the HPA's count")
     return problems
 
 

@@ -40,11 +40,11 @@ def test_an_unknown_kind_fails(manifest_docs: list[Doc]) -> None:
 
 def test_a_misspelt_field_fails_strict_validation(manifest_docs: list[Doc]) -> None:
     spec = only(manifest_docs, "Deployment")["spec"]
-    spec["replica"] = spec.pop("replicas")
+    spec["minReadySecond"] = spec.pop("minReadySeconds")
     problems, _ = schema_problems(manifest_docs, OLDEST_KUBERNETES)
     assert len(problems) == 1
     assert "Deployment/user-hasher" in problems[0]
-    assert "'replica'" in problems[0]
+    assert "'minReadySecond'" in problems[0]
 
 
 def test_a_wrong_type_fails(manifest_docs: list[Doc]) -> None:

@@ -75,7 +75,7 @@ def _number_the_target_port(docs: list[Doc]) -> None:
 
 
 def _listen_elsewhere(docs: list[Doc]) -> None:
-    _env(docs, "PORT")["value"] = "9000"
+    app_container(_deployment(docs))["env"].append({"name": "PORT", "value": "9000"})
 
 
 def _rename_secret(docs: list[Doc]) -> None:
@@ -129,7 +129,7 @@ def _old_image(docs: list[Doc]) -> None:
     app_container(_deployment(docs))["image"] = "user-hasher:0.0.9"
 
 
-def _stale_version_label(docs: list[Doc]) -> None:
+def _version_label(docs: list[Doc]) -> None:
     _deployment(docs)["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = "0"
 
 
@@ -141,8 +141,14 @@ def _allow_unavailable(docs: list[Doc]) -> None:
     _deployment(docs)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 1
 
 
-def _pdb_blocks_drains(docs: list[Doc]) -> None:
-    only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] = 3
+def _pdb_min_available(docs: list[Doc]) -> None:
+    spec = only(docs, "PodDisruptionBudget")["spec"]
+    del spec["maxUnavailable"]
+    spec["minAvailable"] = 2
+
+
+def _replicas_in_the_deployment(docs: list[Doc]) -> None:
+    _deployment(docs)["spec"]["replicas"] = 3
 
 
 def _probe_on_another_port(docs: list[Doc]) -> None:
@@ -177,10 +183,11 @@ MUTATIONS: dict[str, tuple[Callable[[list[Doc]], None], str]] = {
     "latest tag": (_latest_image, "has no tag or the tag latest"),
     "no tag": (_untagged_image, "has no tag or the tag latest"),
     "old tag": (_old_image, "is not tagged with the package version"),
-    "version label": (_stale_version_label, "pod template label app.kubernetes.io/version"),
+    "version label": (_version_label, "pod template label app.kubernetes.io/version goes stale"),
     "latest anywhere": (_latest_in_an_annotation, "'user-hasher:latest' uses latest"),
     "max unavailable": (_allow_unavailable, "maxUnavailable: 0"),
-    "pdb": (_pdb_blocks_drains, "PDB minAvailable 3 leaves no pod of 3 evictable"),
+    "pdb": (_pdb_min_available, "one eviction at a time (maxUnavailable: 1)"),
+    "replicas": (_replicas_in_the_deployment, "would reset the HPA's count"),
     "probe port": (_probe_on_another_port, "readinessProbe port 8001"),
     "service account": (_unknown_service_account, "serviceAccountName 'default-sa'"),
 }
