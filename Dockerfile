@@ -1,5 +1,6 @@
-# user_hasher image. Build it with `make image` (it passes the version and revision below);
-# run it as `docker run -e USER_SALT ... user-hasher:<version>`. No salt is ever built in.
+# user_hasher image. `docker build -t user-hasher .` works as is; `make image` adds the OCI
+# labels below and a unique tag per build (README, "Container"). Run it as
+# `docker run -e USER_SALT ... IMAGE`. No salt is ever built in.
 #
 # Both stages use the same base so the venv's interpreter symlink resolves in the runtime stage.
 # Where Docker Hub is unreachable (CI here), `make base-image` builds a local Debian base and
@@ -27,49 +28,50 @@ RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps \
 
 COPY pyproject.toml README.md /src/
 COPY src /src/src
-ARG APP_VERSION
+# Optional (make image passes it): the version label below. When given, it must be the
+# package's version, so the label can never disagree with the code it describes.
+ARG VERSION
 # The package itself (not editable), then bytecode for everything in the venv: the root
 # filesystem is read-only at run time, so nothing can be compiled and cached there.
 # unchecked-hash: the files never change after the build, so Python need not stat the sources.
-# The version check keeps the build arg (labels, env) equal to the package's one version source.
 RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps /src \
     && "$VENV/bin/python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$VENV/lib" \
     && installed_version=$("$VENV/bin/python" -c \
         'import importlib.metadata as m; print(m.version("user_hasher"))') \
-    && test "$installed_version" = "${APP_VERSION:?build with --build-arg APP_VERSION (make image)}"
+    && { [ -z "$VERSION" ] || [ "$VERSION" = "$installed_version" ] \
+        || { echo "VERSION=$VERSION but the package is $installed_version" >&2; exit 1; }; }
 
 # --- runtime: the base plus the venv ---
 FROM ${BASE_IMAGE}
 
 # Standard-library bytecode: the official python images delete every .pyc, and without them
-# each start compiles the stdlib in memory (read-only root): imports took 1.0 s instead of 0.3 s
-# here. On a base that ships them (Debian's) this writes nothing: up-to-date files are skipped.
+# each start compiles the stdlib in memory (read-only root), which slows every start (README,
+# "Container"). On a base that ships them (Debian's) this writes nothing: up-to-date files
+# are skipped.
 RUN python3 -c 'import compileall, re, sys, sysconfig; sys.exit(not compileall.compile_dir( \
     sysconfig.get_path("stdlib"), quiet=1, workers=0, rx=re.compile("/site-packages/")))'
 
 COPY --from=builder /opt/venv /opt/venv
 
-ARG APP_VERSION
-
-# HOST 0.0.0.0: in a pod the server must listen on the pod IP (settings.py explains); run
-# locally with --network=host, pass HOST=127.0.0.1. PORT is the one the Service targets.
-ENV APP_VERSION="${APP_VERSION}" \
-    HOST=0.0.0.0 \
-    PORT=8000 \
-    PYTHONDONTWRITEBYTECODE=1 \
+# No app settings here: the app's defaults (settings.py) are what a pod needs, among them
+# HOST 0.0.0.0 (a pod listens on its pod IP) and the version from the package itself.
+# Run locally with --network=host and HOST=127.0.0.1 (build_and_run.sh does).
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup. The files are
 # root-owned: the process cannot change its own code.
 USER 10001:10001
+# The app's default PORT (settings.py).
 EXPOSE 8000
 
 # Last, so a new commit (revision) rebuilds only this metadata, not the layers above.
 ARG BASE_IMAGE
+ARG VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=unknown
 LABEL org.opencontainers.image.title="user_hasher" \
-      org.opencontainers.image.version="${APP_VERSION}" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"

@@ -56,11 +56,16 @@ lock: install ## Re-pin requirements/*.lock from pyproject.toml
 bench: install ## Measure speed, memory and pod sizing side by side (wrk; ~6 min; BASELINE=git-ref)
 	$(PY) -m bench $(if $(BASELINE),--baseline $(BASELINE))
 
-# --- Container image (issue 4) ------------------------------------------------
+# --- Container image ------------------------------------------------------------
 
 IMAGE_NAME := user-hasher
-# The package version, never `latest`: a Deployment names exactly the build it runs.
+# The release tag: the package version, never `latest`. user_hasher.yaml names it.
 IMAGE := $(IMAGE_NAME):$(VERSION)
+# `make image` records the ID of the image it built here. The build's own reference,
+# $(IMAGE_NAME):$(VERSION)-<first 12 hex digits of that ID>, is unique and immutable:
+# the deploy targets roll the Deployment to it, so `kubectl rollout undo` brings back
+# the previous build, and builds of other trees on the same engine cannot replace it.
+IMAGE_ID_FILE := build/image.id
 # Any docker client. It talks to whatever engine DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
 # name, so `eval $$(minikube docker-env) && make image` builds straight into minikube's engine.
 DOCKER ?= docker
@@ -76,40 +81,49 @@ VCS_REF ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git st
 SOURCE_URL ?= $(or $(shell git config --get remote.origin.url 2>/dev/null | sed -E 's#//[^/@]*@#//#'),unknown)
 
 .PHONY: image
-image: ## Build the image user-hasher:VERSION (BASE_IMAGE=... picks the base)
+image: ## Build the image: tags user-hasher:VERSION and the build's own VERSION-<image id>
 	@base='$(BASE_IMAGE)'; echo "image: building $(IMAGE) on $${base:-the Dockerfile default base}"
+	@mkdir -p $(dir $(IMAGE_ID_FILE))
 	DOCKER_BUILDKIT=0 $(DOCKER) build --network=host \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-		--build-arg APP_VERSION=$(VERSION) \
+		--build-arg VERSION=$(VERSION) \
 		--build-arg VCS_REF=$(VCS_REF) \
 		--build-arg SOURCE_URL=$(SOURCE_URL) \
+		--iidfile $(IMAGE_ID_FILE) \
 		--tag $(IMAGE) .
+	@ref=$$($(MAKE) --no-print-directory -s image-ref) && $(DOCKER) tag "$$(cat $(IMAGE_ID_FILE))" "$$ref" \
+		&& echo "image: built $$ref"
 
 .PHONY: image-ref
-image-ref: ## Print the image reference `make image` builds (for scripts and tests)
-	@echo $(IMAGE)
+image-ref: ## Print the unique reference of the image `make image` built last
+	@id=$$(cat $(IMAGE_ID_FILE) 2>/dev/null) || { echo "no $(IMAGE_ID_FILE): run make image" >&2; exit 1; }; \
+		id=$${id#sha256:}; echo "$(IMAGE_NAME):$(VERSION)-$${id:0:12}"
 
 .PHONY: base-image
 base-image: ## Build the local Debian base (once; reused) for machines without Docker Hub
 	DOCKER=$(DOCKER) scripts/docker/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
-# --- Kubernetes (issue 5) -----------------------------------------------------
+# --- Kubernetes -----------------------------------------------------------------
 
-# Written for a laptop with minikube and kubectl. The names are those in k8s/ (the
-# namespace is `user-hasher`: Kubernetes forbids `_`); tests/k8s checks they agree.
+# Written for a laptop with minikube and kubectl. The names are those in k8s/;
+# tests/k8s checks they agree.
 MANIFEST := user_hasher.yaml
 K8S_NAMESPACE := user-hasher
 K8S_APP := user-hasher
 MINIKUBE_PROFILE ?= minikube
 # Every kubectl call names minikube's context, so these targets never touch whatever
-# cluster the current context happens to point at. The image is built by the container
-# section's `image` target inside `minikube docker-env` (assigned first: a failing
-# `eval "$$(...)"` would go on and build into the local engine instead).
+# cluster the current context happens to point at.
 KUBECTL := kubectl --context $(MINIKUBE_PROFILE)
-# A rollout step takes ~10 s (pod ready in ~1 s + minReadySeconds 5); 3 steps plus a slow
-# first image load fit well inside 300 s, and a stuck rollout fails sooner anyway, when
-# it passes the Deployment's progressDeadlineSeconds (120 s).
+# The only minikube-specific steps (start it, build the image inside it); all the rest is
+# plain kubectl. The cluster tests put a stand-in for exactly these steps here.
+MINIKUBE_STEPS ?= scripts/k8s/minikube_steps.sh
+# A rollout is one step per replica (a pod start plus minReadySeconds); 300 s covers
+# several steps and a slow first image load, and a stuck rollout fails sooner anyway,
+# when it passes the Deployment's progressDeadlineSeconds.
 ROLLOUT_TIMEOUT := 300s
+# What scripts/k8s/deploy.sh acts on.
+DEPLOY_ENV := KUBE_CONTEXT=$(MINIKUBE_PROFILE) NAMESPACE=$(K8S_NAMESPACE) DEPLOYMENT=$(K8S_APP) \
+	MANIFEST=$(MANIFEST) ROLLOUT_TIMEOUT=$(ROLLOUT_TIMEOUT)
 CHECKOV_VENV := .venv-checkov
 
 .PHONY: manifest
@@ -121,21 +135,23 @@ manifest-check: install ## Fail if user_hasher.yaml differs from what `make mani
 	$(PY) scripts/k8s/render_manifest.py --check
 
 .PHONY: minikube-deploy
-minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml, wait
-	minikube -p $(MINIKUBE_PROFILE) status >/dev/null 2>&1 || minikube -p $(MINIKUBE_PROFILE) start
-	docker_env="$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" && eval "$$docker_env" && $(MAKE) --no-print-directory image
-	$(KUBECTL) apply -f $(MANIFEST)
-	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_APP) --timeout=$(ROLLOUT_TIMEOUT)
+minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml with it, wait
+	MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) start
+	ref="$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image)" \
+		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh apply "$$ref"
 
 .PHONY: rollout
-rollout: ## Rebuild the image in minikube, roll out a new revision and wait for it
-	docker_env="$$(minikube -p $(MINIKUBE_PROFILE) docker-env)" && eval "$$docker_env" && $(MAKE) --no-print-directory image
-	$(KUBECTL) -n $(K8S_NAMESPACE) rollout restart deployment/$(K8S_APP)
-	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_APP) --timeout=$(ROLLOUT_TIMEOUT)
+rollout: ## Rebuild the image in minikube, roll the Deployment to it (or restart it), wait
+	ref="$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image)" \
+		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh roll "$$ref"
 
 .PHONY: smoke
 smoke: ## Port-forward the minikube Service to localhost and run scripts/smoke.sh against it
 	scripts/k8s/port_forward_smoke.sh $(MINIKUBE_PROFILE) $(K8S_NAMESPACE) $(K8S_APP)
+
+.PHONY: test-cluster
+test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make test` runs them too)
+	$(PY) -m pytest -m cluster
 
 .PHONY: undeploy
 undeploy: ## Delete everything user_hasher.yaml created in minikube (the namespace too)

@@ -43,7 +43,7 @@ def test_metrics_answer_in_the_text_format(start_container: StartContainer) -> N
     assert headers["content-type"].startswith("text/plain")
     families = list(text_string_to_metric_families(body.decode()))
     assert families
-    # The version the image bakes in (APP_VERSION) reaches the metric labels.
+    # The package's own version (the image sets no APP_VERSION) reaches the metric labels.
     assert any(
         sample.labels.get("app_version") == project_version()
         for family in families

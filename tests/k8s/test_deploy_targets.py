@@ -1,11 +1,15 @@
-"""The minikube side of the Makefile, as far as it can be exercised without a cluster:
-its names agree with the manifests, and `make smoke`'s port-forward wrapper finds the
-forwarded port, runs the smoke test through it and always stops the forward.
+"""The minikube side of the Makefile, as far as it can be exercised without a cluster (the
+live cluster runs the targets for real: tests/cluster): its names agree with the manifests,
+minikube is called only from scripts/k8s/minikube_steps.sh, that script does what it says,
+and `make smoke`'s port-forward wrapper finds the forwarded port, runs the smoke test
+through it and always stops the forward.
 
-There is no minikube here, so `kubectl` is a stand-in on PATH that does what
-`kubectl port-forward` does: listens on a free port, prints kubectl's line, proxies."""
+There is no minikube here, so `minikube` and `kubectl` are stand-ins on PATH: one records
+its calls, the other does what `kubectl port-forward` does (listens on a free port, prints
+kubectl's line, proxies)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,9 +19,11 @@ import pytest
 
 from tests.k8s.manifests import Doc, only
 from tests.support.load import wait_until
+from tests.support.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_FORWARD_SMOKE = REPO / "scripts/k8s/port_forward_smoke.sh"
+MINIKUBE_STEPS = REPO / "scripts/k8s/minikube_steps.sh"
 
 
 def make_variable(name: str) -> str:
@@ -119,3 +125,72 @@ def test_make_smoke_fails_when_the_forward_fails(tmp_path: Path) -> None:
     result = run_port_forward_smoke(tmp_path, FAIL="1")
     assert result.returncode == 1
     assert 'services "user-hasher" not found' in result.stderr
+
+
+FAKE_MINIKUBE = textwrap.dedent(
+    """\
+    #!/usr/bin/env bash
+    # Stand-in for the minikube CLI: records each call; `status` says it is stopped.
+    echo "$*" >>"$RECORD"
+    case $* in
+      *status*) exit 7 ;;
+      *docker-env*) echo 'export MINIKUBE_ACTIVE_DOCKERD=minikube' ;;
+    esac
+    """
+)
+
+
+def run_minikube_steps(tmp_path: Path, command: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    minikube = bin_dir / "minikube"
+    minikube.write_text(FAKE_MINIKUBE)
+    minikube.chmod(0o755)
+    return subprocess.run(
+        [str(MINIKUBE_STEPS), command],
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "RECORD": str(tmp_path / "minikube-record"),
+            "MINIKUBE_PROFILE": "demo",
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_the_minikube_steps_are_the_only_minikube_calls() -> None:
+    """The deploy targets reach minikube only through MINIKUBE_STEPS, which the cluster
+    tests replace; every other step is kubectl."""
+    assert make_variable("MINIKUBE_STEPS") == "scripts/k8s/minikube_steps.sh"
+    dry_run = subprocess.run(
+        ["make", "-n", "minikube-deploy", "rollout", "MINIKUBE_STEPS=stand-in"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "stand-in start" in dry_run.stdout
+    assert "stand-in build-image" in dry_run.stdout
+    assert not re.search(r"\bminikube (-p|status|start|docker-env)", dry_run.stdout)
+
+
+def test_minikube_steps_start_starts_a_stopped_profile(tmp_path: Path) -> None:
+    result = run_minikube_steps(tmp_path, "start")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "minikube-record").read_text().splitlines() == [
+        "-p demo status",
+        "-p demo start",
+    ]
+
+
+@pytest.mark.docker
+def test_minikube_steps_build_image_prints_only_the_unique_reference(tmp_path: Path) -> None:
+    require_tool("docker", "Debian package docker.io")
+    result = run_minikube_steps(tmp_path, "build-image")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "minikube-record").read_text().splitlines() == ["-p demo docker-env"]
+    assert re.fullmatch(r"user-hasher:\d+\.\d+\.\d+-[0-9a-f]{12}\n", result.stdout)
+    assert "image: built" in result.stderr
