@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of a running user_hasher, wherever it runs:
 #   scripts/smoke.sh BASE_URL        e.g. scripts/smoke.sh http://127.0.0.1:8000
-# Checks the brief's contract (TESTUSERID with salt TESTSALT gives exactly the hash
+# Checks the service's contract (TESTUSERID with salt TESTSALT gives exactly the hash
 # below) and that /metrics labels every user_hasher_ series with the app version, pod
 # IP and node IP, none of them empty or "unknown" (unset downward-API env).
 # Prints one line per check; exits 1 on the first mismatch, 2 on bad usage.

@@ -10,8 +10,8 @@ set -euo pipefail
 # Debian's own client: a newer docker CLI may come first on PATH (it is only used to ask).
 docker_cli=${DOCKER:-/usr/bin/docker}
 log_file=${DOCKERD_LOG:-/var/log/dockerd.log}
-# A cold dockerd answered within 1 s here (measured); 60 s
-# covers a slow disk without letting CI hang on an engine that never comes up.
+# A cold dockerd answers within seconds; 60 s covers a slow disk without letting CI hang on
+# an engine that never comes up.
 wait_seconds=60
 
 engine_answers() {
