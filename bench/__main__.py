@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.capacity import Capacity, derive_capacity
-from bench.processes import LOAD_CPU, TARGET, Server, WrkResult, wrk, wrk_command
+from bench.processes import (
+    LOAD_CPU,
+    TARGET,
+    Server,
+    WrkResult,
+    raise_open_files_limit,
+    wrk,
+    wrk_command,
+)
 from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
 from tests.support.service import http_get
 
@@ -286,7 +294,7 @@ def connections(mode: Mode, env: dict[str, str]) -> dict:
     return result
 
 
-def probe_under_saturation(mode: Mode, env: dict[str, str], connections: int = 256) -> dict:
+def probe_under_saturation(mode: Mode, env: dict[str, str], connections: int = 1000) -> dict:
     """/readyz round trips while wrk keeps `connections` requests outstanding: what a
     kubelet probe waits for on a saturated pod (it queues behind those requests)."""
     server = Server("probe", None, env).start()
@@ -493,6 +501,7 @@ def main() -> int:
     args = parser.parse_args()
     mode, baseline = (SHORT if args.short else FULL), args.baseline
     os.sched_setaffinity(0, {LOAD_CPU})  # this process generates load too (open loop)
+    raise_open_files_limit()  # for the connections it holds open, and wrk's
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     env = env_for_servers()
     started = time.monotonic()

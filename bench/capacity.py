@@ -7,15 +7,18 @@ Policy (the choices), then what follows from the measurements:
   measured on one core that keeps it (one process, one event loop: a pod never uses
   more than one core, so this is also per pod).
 - A pod runs at no more than OPERATING_SHARE of that capacity when the HPA is at its
-  target, so it can absorb a surge of 1/OPERATING_SHARE while the HPA adds pods.
+  target, so it can absorb a surge of 1/OPERATING_SHARE while the HPA adds pods (its
+  sync, metrics-server's scrape window, a pod start and minReadySeconds: tens of seconds).
 - CPU: limit one core (all one event loop can use; a lower limit would throttle the loop
-  and show up as latency); request half a core, the HPA's target a share of it that
-  equals the operating point (CPU use grows in step with the request rate).
+  and show up as latency). Request what a pod uses at the operating point, and put the
+  HPA's target at 100% of it: CPU use grows in step with the request rate, so the HPA
+  adds pods exactly when a pod passes its operating point.
 - Memory: request the RSS after traffic with headroom; the limit leaves room for open
   connections on top, which the benchmark measures per connection.
 - Probes: a readiness probe must not fail on a pod that is merely busy (that would take
   load off it onto pods just as busy, and can empty the Service): its timeout is a
-  multiple of /readyz's worst latency measured under saturation.
+  multiple of /readyz's worst latency on a pod saturated by many connections, where the
+  probe waits behind every request queued on the one event loop.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import math
 from dataclasses import asdict, dataclass
 
 P99_OBJECTIVE_MS = 50.0
-OPERATING_SHARE = 0.4
+OPERATING_SHARE = 0.25
 CPU_LIMIT_MILLICORES = 1000
-CPU_REQUEST_MILLICORES = 500
+CPU_REQUEST_MILLICORES = round(OPERATING_SHARE * CPU_LIMIT_MILLICORES)
+HPA_TARGET_UTILIZATION_PERCENT = 100
 MEMORY_LIMIT_MIB = 256
 MEMORY_REQUEST_HEADROOM = 1.5
-PROBE_TIMEOUT_MARGIN = 5
+PROBE_TIMEOUT_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def derive_capacity(summary: dict) -> Capacity:
     within = [row["rate"] for row in rows if 0 < row["p99_ms"] < P99_OBJECTIVE_MS]
     capacity = max(within, default=0.0)
     at_target = OPERATING_SHARE * capacity
-    target_percent = round(100 * OPERATING_SHARE * CPU_LIMIT_MILLICORES / CPU_REQUEST_MILLICORES)
+    target_percent = HPA_TARGET_UTILIZATION_PERCENT
 
     memory, connections = summary["memory"], summary["connections"]
     loaded_mib = max(memory["rss_after_traffic_mib"], memory["rss_after_unknown_paths_mib"])
@@ -70,7 +74,7 @@ def derive_capacity(summary: dict) -> Capacity:
         f"(highest measured open-loop rate that did)",
         f"HPA target {target_percent}% of a {CPU_REQUEST_MILLICORES}m request = "
         f"{OPERATING_SHARE:.0%} of a core: about {at_target:.0f} req/s per pod before it "
-        f"scales out, {1 / OPERATING_SHARE:.1f}x surge headroom",
+        f"scales out, {1 / OPERATING_SHARE:.0f}x surge headroom up to the one-core limit",
         f"CPU: request {CPU_REQUEST_MILLICORES}m, limit {CPU_LIMIT_MILLICORES}m",
         f"memory: request {request_mib}Mi ({loaded_mib:.0f} MiB after traffic, "
         f"x{MEMORY_REQUEST_HEADROOM}), limit {MEMORY_LIMIT_MIB}Mi: room above the request for "

@@ -28,7 +28,7 @@ OPEN_FILES = 65_536
 TARGET = "/user_hash?user_id=TESTUSERID"
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
@@ -61,7 +61,7 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_raise_open_files_limit,
+            preexec_fn=raise_open_files_limit,
         )
         deadline = self.started + READY_TIMEOUT_SECONDS
         while not self._answers(self.ready_path):
