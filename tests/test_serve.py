@@ -75,7 +75,10 @@ async def test_sigterm_drains_and_a_second_signal_stops_serving(
     service = create_service(settings)
     serving = asyncio.create_task(serve(service))
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        # trust_env=False: no proxy from the environment between the test and loopback.
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", trust_env=False
+        ) as client:
             assert (await first_answer(client, serving)).status_code == 200
             response = await client.get("/user_hash", params={"user_id": "TESTUSERID"})
             assert response.content == CONTRACT_BODY
