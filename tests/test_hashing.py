@@ -27,6 +27,8 @@ def test_hashes_utf8_bytes_of_user_id_then_salt() -> None:
         (b"user_id=a%20b", "a b"),
         (b"user_id=a+b", "a b"),
         (b"user_id=zo%C3%AB", "zoë"),
+        (b"user_id=zo%c3%ab", "zoë"),  # hex digits in either case (RFC 3986, 2.1)
+        (b"user_id=%41%7a", "Az"),
         (b"other=1&user_id=x", "x"),
         (b"user_id=" + b"a" * MAX_USER_ID_LENGTH, "a" * MAX_USER_ID_LENGTH),
         # The limit counts characters, not bytes: 256 two-byte characters are fine.
@@ -54,6 +56,11 @@ def test_parse_user_id_accepts(query: bytes, expected: str) -> None:
         (b"user_id=%C3", "query string is not valid UTF-8"),
         (b"user_id=%zz", "query string has an invalid percent-encoding"),
         (b"user_id=abc%", "query string has an invalid percent-encoding"),
+        # Half an escape: without the refusal, `%1g` would be hashed as those three characters.
+        (b"user_id=%1g", "query string has an invalid percent-encoding"),
+        (b"user_id=%g1", "query string has an invalid percent-encoding"),
+        (b"user_id=ab%4", "query string has an invalid percent-encoding"),
+        (b"user_id=a&b=%", "query string has an invalid percent-encoding"),
         (b"user_id=\xc3\xab", "query string has raw non-ASCII bytes; percent-encode them"),
     ],
 )

@@ -140,9 +140,56 @@ async def test_lifespan_scopes_pass_through_unobserved() -> None:
     assert recorder.calls == []
 
 
+async def test_lifespan_reaches_the_app_both_ways_and_startup_makes_it_ready(
+    service: Service,
+) -> None:
+    # Hypercorn's startup and shutdown events pass the middleware to Quart, which runs the
+    # startup hook (ready) and answers each event through the middleware too.
+    incoming: asyncio.Queue[Message] = asyncio.Queue()
+    for event in ("lifespan.startup", "lifespan.shutdown"):
+        incoming.put_nowait({"type": event})
+    answers: list[tuple[str, bool]] = []
+
+    async def send(message: Message) -> None:
+        answers.append((message["type"], service.lifecycle.ready))
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    await asyncio.wait_for(service.asgi(scope, incoming.get, send), timeout=10)
+    assert answers == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", True)]
+
+
+async def test_an_app_that_never_answers_is_observed_as_a_500() -> None:
+    recorder = Recorder()
+
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    assert await call(wrapped(silent, recorder)) == []
+    assert recorder.calls == [("GET", "/user_hash", 500)]
+
+
+async def test_a_request_cancelled_before_answering_is_observed_as_a_500() -> None:
+    # Hypercorn cancels a request still running when its graceful timeout runs out: the
+    # client got no answer, and the cancellation must go on (it is not an error to handle).
+    recorder = Recorder()
+
+    async def abandoned(scope: Scope, receive: Receive, send: Send) -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await call(wrapped(abandoned, recorder))
+    assert recorder.calls == [("GET", "/user_hash", 500)]
+
+
 async def test_connection_close_only_while_draining_and_other_headers_kept() -> None:
     lifecycle = Lifecycle(drain_seconds=0)
-    headers = [(b"content-type", b"application/json"), (b"Connection", b"keep-alive")]
+    kept = [
+        (b"content-type", b"application/json"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"content-length", b"4"),
+    ]
+    headers = [*kept[:2], (b"Connection", b"keep-alive"), *kept[2:]]
     app = wrapped(answering(200, headers), Recorder(), lifecycle)
 
     (start, body) = await call(app)
@@ -150,8 +197,22 @@ async def test_connection_close_only_while_draining_and_other_headers_kept() -> 
     lifecycle.begin_shutdown("test")
     (start, body) = await call(app)
     assert start["status"] == 200
-    assert start["headers"] == [(b"content-type", b"application/json"), (b"connection", b"close")]
+    # Every other header stays, in order (repeated ones too); only `connection` is replaced.
+    assert start["headers"] == [*kept, (b"connection", b"close")]
     assert body == {"type": "http.response.body", "body": b"body"}
+
+
+async def test_connection_close_while_draining_when_the_app_sends_no_headers_field() -> None:
+    # ASGI lets a response start without a `headers` key.
+    lifecycle = Lifecycle(drain_seconds=0)
+
+    async def bare(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body", "body": b""})
+
+    lifecycle.begin_shutdown("test")
+    (start, _) = await call(wrapped(bare, Recorder(), lifecycle))
+    assert start == {"type": "http.response.start", "status": 204, "headers": [_CLOSE]}
 
 
 @pytest.mark.parametrize(
@@ -200,6 +261,32 @@ async def test_metrics_is_answered_unobserved_and_never_reaches_the_app() -> Non
     assert b"user_hasher_build_info" in body["body"]
     assert reached == []
     assert recorder.calls == []
+
+
+# ASGI servers expect lowercase header names; these are every header /metrics sends.
+_CLOSE = (b"connection", b"close")
+_JSON = (b"content-type", b"application/json")
+_TEXT_FORMAT = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+_ALLOW = (b"allow", b"GET, HEAD")
+
+
+@pytest.mark.parametrize("draining", [False, True])
+@pytest.mark.parametrize(
+    ("method", "status", "headers"),
+    [("GET", 200, [_TEXT_FORMAT]), ("HEAD", 200, [_TEXT_FORMAT]), ("POST", 405, [_JSON, _ALLOW])],
+)
+async def test_metrics_headers_exactly(
+    method: str, status: int, headers: list, draining: bool
+) -> None:
+    lifecycle = Lifecycle(drain_seconds=0)
+    if draining:
+        lifecycle.begin_shutdown("test")
+    (start, body) = await call(
+        wrapped(answering(200), Recorder(), lifecycle), method=method, path="/metrics"
+    )
+    length = (b"content-length", str(len(body["body"])).encode())
+    assert start["status"] == status
+    assert start["headers"] == [*headers, length, *([_CLOSE] if draining else [])]
 
 
 # What Prometheus 2.x and 3.x send (scrape_protocols defaults); aioprometheus answers

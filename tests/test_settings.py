@@ -7,16 +7,39 @@ import pytest
 from user_hasher import __version__
 from user_hasher.settings import SettingsError, load_settings
 
+# Every variable Settings reads: a test sets what it needs on a clean slate.
+VARIABLES = (
+    "HOST",
+    "PORT",
+    "USER_SALT",
+    "APP_VERSION",
+    "POD_IP",
+    "NODE_IP",
+    "DRAIN_SECONDS",
+    "GRACEFUL_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+    "SLOW_REQUEST_SECONDS",
+)
 
-def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "PORT", "USER_SALT", "APP_VERSION", "POD_IP", "NODE_IP"):
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_defaults_are_the_documented_ones() -> None:
     settings = load_settings()
     assert (settings.HOST, settings.PORT) == ("0.0.0.0", 8000)
     assert settings.USER_SALT.get_secret_value() == ""
     assert not settings.salt_is_set
     assert settings.APP_VERSION == __version__
     assert (settings.POD_IP, settings.NODE_IP) == ("unknown", "unknown")
+    # The Deployment's grace period is sized from these two (README, How a pod shuts down).
+    assert (settings.DRAIN_SECONDS, settings.GRACEFUL_TIMEOUT_SECONDS) == (5.0, 10.0)
+    assert settings.LOG_LEVEL == "INFO"
+    assert settings.SLOW_REQUEST_SECONDS == 0.25
 
 
 def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,14 +50,47 @@ def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PORT", "1", 1),
+        ("PORT", "65535", 65535),
+        ("DRAIN_SECONDS", "0", 0.0),
+        ("DRAIN_SECONDS", "300", 300.0),
+        ("GRACEFUL_TIMEOUT_SECONDS", "0", 0.0),
+        ("GRACEFUL_TIMEOUT_SECONDS", "300", 300.0),
+        ("SLOW_REQUEST_SECONDS", "0", 0.0),
+        ("SLOW_REQUEST_SECONDS", "300", 300.0),
+        *[("LOG_LEVEL", level, level) for level in ("DEBUG", "INFO", "WARNING", "ERROR")],
+        ("LOG_LEVEL", "CRITICAL", "CRITICAL"),
+        ("POD_IP", "fe80::1", "fe80::1"),
+    ],
+)
+def test_values_at_the_bounds_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: object
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name) == expected
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [
         ("PORT", "eighty"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
         ("PORT", "70000"),
         ("DRAIN_SECONDS", "-1"),
+        ("DRAIN_SECONDS", "300.5"),
         ("GRACEFUL_TIMEOUT_SECONDS", "soon"),
+        ("GRACEFUL_TIMEOUT_SECONDS", "-1"),
+        ("GRACEFUL_TIMEOUT_SECONDS", "301"),
+        ("SLOW_REQUEST_SECONDS", "-0.1"),
+        ("SLOW_REQUEST_SECONDS", "301"),
         ("LOG_LEVEL", "LOUD"),
+        ("LOG_LEVEL", "debug"),
         ("APP_VERSION", ""),
+        ("POD_IP", ""),
+        ("NODE_IP", ""),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -43,6 +99,26 @@ def test_bad_value_names_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         load_settings()
+
+
+def test_every_bad_variable_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "0")
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    prefix, problems = str(caught.value).split(": ", 1)
+    assert prefix == "invalid environment settings"
+    assert [problem.split(": ")[0] for problem in problems.split("; ")] == ["PORT", "LOG_LEVEL"]
+
+
+def test_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the exact names count: a `port` or `host` meant for another program in the same
+    # environment is not ours.
+    monkeypatch.setenv("port", "not-a-port")
+    monkeypatch.setenv("user_salt", "lowercase")
+    settings = load_settings()
+    assert settings.PORT == 8000
+    assert not settings.salt_is_set
 
 
 def test_process_exits_2_with_a_clear_error_and_no_secret() -> None:

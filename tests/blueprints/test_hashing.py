@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from tests.metrics.support import HASHES, value
 from user_hasher.app import Service, create_service
 from user_hasher.hashing import MAX_USER_ID_LENGTH
 from user_hasher.settings import Settings
@@ -28,6 +29,15 @@ async def test_head_is_routed_like_get(service: Service) -> None:
     )
     assert response.status_code == 200
     assert response.headers["Content-Length"] == "42"
+
+
+async def test_a_hash_is_counted_for_each_get_and_never_for_head(service: Service) -> None:
+    client = service.quart.test_client()
+    for method in ("GET", "HEAD", "GET"):
+        response = await client.open("/user_hash?user_id=TESTUSERID", method=method)
+        assert response.status_code == 200
+    await client.get("/user_hash")  # a 400: no hash
+    assert value(service.metrics.render([])[0].decode(), HASHES) == 2
 
 
 async def test_unset_salt_means_empty_salt() -> None:

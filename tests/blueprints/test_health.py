@@ -3,9 +3,13 @@ from user_hasher.app import Service
 
 async def test_healthz_is_ok_whatever_the_phase(service: Service) -> None:
     client = service.quart.test_client()
-    assert (await client.get("/healthz")).status_code == 200
+    while_starting = await client.get("/healthz")
     service.lifecycle.begin_shutdown("test")
-    assert (await client.get("/healthz")).status_code == 200
+    while_draining = await client.get("/healthz")
+    for response in (while_starting, while_draining):
+        assert response.status_code == 200
+        assert response.content_type == "application/json"
+        assert await response.get_json() == {"status": "ok"}
 
 
 async def test_readyz_is_503_before_startup_completes(service: Service) -> None:

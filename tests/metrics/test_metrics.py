@@ -3,7 +3,15 @@
 import aioprometheus
 import pytest
 
-from tests.metrics.support import DURATION, FAMILIES, HASHES, RESPONSES, samples, value
+from tests.metrics.support import (
+    DURATION,
+    FAMILIES,
+    HASHES,
+    RESPONSES,
+    by_response,
+    samples,
+    value,
+)
 from user_hasher.metrics import DURATION_BUCKETS_SECONDS, Metrics, status_class
 from user_hasher.settings import Settings
 
@@ -27,12 +35,37 @@ def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
         assert f"# TYPE {name} " in text
 
 
-def test_label_values_from_the_environment_are_escaped() -> None:
-    # Without escaping, the quote would end the label value and break every line.
-    awkward = 'v1"beta\\x\ny'
+@pytest.mark.parametrize(
+    "awkward",
+    [
+        'v1"beta',  # unescaped, the quote would end the label value and break every line
+        "v1\nbeta",  # a newline would end the sample line
+        "C:\\new\\x",  # unescaped, `\n` would read back as a newline
+        "v1\\",  # unescaped, the backslash would escape the closing quote
+    ],
+)
+def test_label_values_from_the_environment_are_escaped(awkward: str) -> None:
     text = rendered(Metrics(Settings(APP_VERSION=awkward, POD_IP="fe80::1", NODE_IP="n")))
     (labels,) = [dict(labels) for name, labels in samples(text) if name == HASHES]
     assert labels == {"app_version": awkward, "pod_ip": "fe80::1", "node_ip": "n"}
+
+
+def test_every_series_carries_the_identity_labels() -> None:
+    identity = {"app_version": "1.2.3", "pod_ip": "10.0.0.1", "node_ip": "10.0.1.1"}
+    metrics = Metrics(Settings(APP_VERSION="1.2.3", POD_IP="10.0.0.1", NODE_IP="10.0.1.1"))
+    observe(metrics, "GET", "/user_hash", 200, 0.001)
+    metrics.count_hash()
+    found = samples(rendered(metrics))
+    assert {name for name, _ in found} == {
+        f"{DURATION}_bucket",
+        f"{DURATION}_count",
+        f"{DURATION}_sum",
+        RESPONSES,
+        HASHES,
+        "user_hasher_build_info",
+    }
+    for name, labels in found:
+        assert identity.items() <= dict(labels).items(), name
 
 
 def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:
@@ -63,6 +96,42 @@ def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:
     assert len(buckets) == 2 * (len(DURATION_BUCKETS_SECONDS) + 1)
 
 
+# The documented bounds (README, Metrics): dashboards and alerts are written against them.
+DOCUMENTED_BUCKETS = (
+    "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf",
+)  # fmt: skip
+
+
+def bucket_counts(metrics: Metrics) -> dict[str, float]:
+    """le -> cumulative count of the one response series."""
+    return {
+        dict(labels)["le"]: count
+        for (name, labels), count in samples(rendered(metrics)).items()
+        if name == f"{DURATION}_bucket"
+    }
+
+
+def test_the_buckets_are_the_documented_ones() -> None:
+    metrics = Metrics(Settings())
+    observe(metrics, "GET", "/user_hash", 200, 0.001)
+    assert tuple(bucket_counts(metrics)) == DOCUMENTED_BUCKETS
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTED_BUCKETS) - 1))
+def test_a_duration_on_a_bound_is_in_that_bucket_and_just_above_in_the_next(index: int) -> None:
+    # `le` is inclusive: exactly 0.25 s is "within 250 ms", as the latency alert counts it.
+    bound = float(DOCUMENTED_BUCKETS[index])
+    metrics = Metrics(Settings())
+    observe(metrics, "GET", "/user_hash", 200, bound)
+    observe(metrics, "GET", "/user_hash", 200, bound * 1.001)
+    counts = bucket_counts(metrics)
+    assert counts[DOCUMENTED_BUCKETS[index]] == 1
+    assert counts[DOCUMENTED_BUCKETS[index + 1]] == 2
+    if index:
+        assert counts[DOCUMENTED_BUCKETS[index - 1]] == 0
+
+
 def test_hashes_are_counted() -> None:
     metrics = Metrics(Settings())
     for _ in range(3):
@@ -87,6 +156,16 @@ def test_each_service_has_its_own_registry() -> None:
 )
 def test_status_class(status: int, expected: str) -> None:
     assert status_class(status) == expected
+
+
+def test_the_nine_standard_methods_keep_their_names() -> None:
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+    metrics = Metrics(Settings())
+    for method in methods:
+        observe(metrics, method, "unmatched", 404, 0.001)
+    assert by_response(rendered(metrics), RESPONSES) == {
+        (method, "unmatched", "4xx"): 1 for method in methods
+    }
 
 
 @pytest.mark.parametrize("method", ["BREW", "get", "PROPFIND", "X" * 100])

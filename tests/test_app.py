@@ -1,0 +1,123 @@
+"""The service as create_service assembles it, driven as ASGI (httpx.ASGITransport): every
+request reaches the metrics and the access log, with the settings it was built from."""
+
+import logging
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from tests.conftest import SALT
+from tests.metrics.support import HASHES, RESPONSES, by_response, value
+from user_hasher.app import Service, create_service
+from user_hasher.metrics import Metrics
+from user_hasher.middleware import Scope
+from user_hasher.settings import Settings
+
+CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
+
+
+async def send(service: Service, requests: Sequence[tuple[str, str]]) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=service.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [await client.request(method, target) for method, target in requests]
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, int]]:
+    return [
+        (record.levelname, record.method, record.route, record.status)
+        for record in caplog.records
+        if record.name == "user_hasher.access"
+    ]
+
+
+async def test_every_request_is_counted_and_access_logged(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="user_hasher.access")
+    responses = await send(
+        service,
+        [
+            ("GET", "/user_hash?user_id=TESTUSERID"),
+            ("HEAD", "/user_hash?user_id=TESTUSERID"),
+            ("GET", "/private-user-4711"),
+            ("POST", "/user_hash?user_id=TESTUSERID"),
+        ],
+    )
+    assert [r.status_code for r in responses] == [200, 200, 404, 405]
+    assert responses[0].content == CONTRACT_BODY
+
+    text = service.metrics.render([])[0].decode()
+    assert by_response(text, RESPONSES) == {
+        ("GET", "/user_hash", "2xx"): 1,
+        ("HEAD", "/user_hash", "2xx"): 1,
+        ("GET", "unmatched", "4xx"): 1,
+        ("POST", "/user_hash", "4xx"): 1,
+    }
+    assert value(text, HASHES) == 1
+    assert access_lines(caplog) == [
+        ("DEBUG", "GET", "/user_hash", 200),
+        ("DEBUG", "HEAD", "/user_hash", 200),
+        ("INFO", "GET", "unmatched", 404),
+        ("INFO", "POST", "/user_hash", 405),
+    ]
+
+
+async def test_the_slow_request_threshold_comes_from_the_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="user_hasher.access")
+    service = create_service(Settings(USER_SALT=SecretStr(SALT), SLOW_REQUEST_SECONDS=0))
+    await send(service, [("GET", "/user_hash?user_id=TESTUSERID")])
+    assert access_lines(caplog) == [("INFO", "GET", "/user_hash", 200)]
+
+
+async def test_a_given_metrics_registry_is_the_one_that_counts() -> None:
+    settings = Settings()
+    metrics = Metrics(settings)
+    service = create_service(settings, metrics=metrics)
+    assert service.metrics is metrics
+    await send(service, [("GET", "/healthz")])
+    assert by_response(metrics.render([])[0].decode(), RESPONSES) == {("GET", "/healthz", "2xx"): 1}
+
+
+async def test_given_observers_replace_the_metrics_and_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What `make bench` uses to measure the service without one of them.
+    caplog.set_level(logging.DEBUG, logger="user_hasher.access")
+    seen: list[tuple[str, int]] = []
+
+    def observer(scope: Scope, route: str, status: int, seconds: float) -> None:
+        seen.append((route, status))
+
+    service = create_service(Settings(), observers=[observer])
+    await send(service, [("GET", "/healthz"), ("GET", "/nope")])
+    assert seen == [("/healthz", 200), ("unmatched", 404)]
+    assert by_response(service.metrics.render([])[0].decode(), RESPONSES) == {}
+    assert access_lines(caplog) == []
+
+
+def test_the_service_keeps_its_settings_and_drain() -> None:
+    settings = Settings(DRAIN_SECONDS=12.5)
+    service = create_service(settings)
+    assert service.settings is settings
+    assert service.lifecycle.drain_seconds == 12.5
+
+
+@pytest.mark.parametrize(("salt", "warnings"), [("", ["salt_unset"]), (SALT, [])])
+async def test_startup_warns_once_when_the_salt_is_unset_and_turns_ready(
+    caplog: pytest.LogCaptureFixture, salt: str, warnings: list[str]
+) -> None:
+    caplog.set_level(logging.INFO)
+    service = create_service(Settings(USER_SALT=SecretStr(salt)))
+    assert not service.lifecycle.ready
+    async with service.quart.test_app():
+        assert service.lifecycle.ready
+    found = [
+        record.event
+        for record in caplog.records
+        if record.name == "user_hasher.app" and record.levelno == logging.WARNING
+    ]
+    assert found == warnings
