@@ -25,9 +25,9 @@ def test_every_pod_is_discovered_and_up(
     cluster.wait_for(
         lambda: scraped_targets(prometheus, steady), SCRAPE_WAIT_SECONDS, "3 targets up"
     )
-    up = prometheus.query('up{job="user-hasher"}', by="pod")
+    up = prometheus.values_by('up{job="user-hasher"}', "pod")
     assert up == {pod["metadata"]["name"]: 1.0 for pod in steady}
-    build_info = prometheus.query('user_hasher_build_info{job="user-hasher"}')
+    build_info = prometheus.values_by('user_hasher_build_info{job="user-hasher"}', "pod_ip")
     assert set(build_info) == {pod["status"]["podIP"] for pod in steady}
     report(
         f"Prometheus: {len(up)} targets up, user_hasher_build_info per pod_ip {sorted(build_info)}"
@@ -47,6 +47,8 @@ def test_hashes_per_pod_match_the_requests_sent(
             assert status == CONTRACT[0]
     query = 'sum by (pod_ip) (user_hasher_hashes_generated_total{job="user-hasher"})'
     cluster.wait_for(
-        lambda: prometheus.query(query) == expected, SCRAPE_WAIT_SECONDS, f"{query} == {expected}"
+        lambda: prometheus.values_by(query, "pod_ip") == expected,
+        SCRAPE_WAIT_SECONDS,
+        f"{query} == {expected}",
     )
     report(f"Prometheus: hashes per pod_ip {expected} after sending {sent}")

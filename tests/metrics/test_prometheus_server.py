@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SALT
-from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.support import (
     DASHBOARD,
     EXPECTED_HASHES,
@@ -23,6 +22,7 @@ from tests.metrics.support import (
     send,
 )
 from tests.support.load import wait_until
+from tests.support.prometheus import PrometheusServer
 from tests.support.service import ServiceProcess
 from tests.support.tools import require_tool
 
@@ -67,8 +67,11 @@ def scraped_service(
 ) -> Iterator[tuple[ServiceProcess, PrometheusServer]]:
     binary = require_tool("prometheus", "Debian package prometheus")
     service = start_service(USER_SALT=SALT, **IDENTITY_ENV)
+    # The target labels Kubernetes service discovery would add (namespace, pod).
     target_labels = {"namespace": dashboard_variables()["namespace"], "pod": "user-hasher-test-0"}
-    prometheus = PrometheusServer(binary, tmp_path, service.port, target_labels)
+    static_target = {"targets": [f"127.0.0.1:{service.port}"], "labels": target_labels}
+    config = {"scrape_configs": [{"job_name": "user_hasher", "static_configs": [static_target]}]}
+    prometheus = PrometheusServer(binary, tmp_path, config)
     try:
         prometheus.start()
         # Twice, with a scrape in between: a series is born with the first request that

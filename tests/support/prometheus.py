@@ -1,7 +1,8 @@
-"""A real Prometheus server (Debian package `prometheus`) scraping one target, for tests.
+"""A real Prometheus server for tests: any binary, any scrape config.
 
-It listens on a free loopback port, keeps its data in a temporary directory, scrapes
-every second, and is stopped by its PID. Every wait is bounded.
+It listens on a free loopback port, keeps its data in the given directory, and is stopped
+by its PID. Every wait is bounded. tests/metrics runs Debian's Prometheus against one
+process; tests/cluster runs Prometheus 3 with Kubernetes discovery against the cluster.
 """
 
 from __future__ import annotations
@@ -12,36 +13,28 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.load import wait_until
 from tests.support.service import free_port
 
-READY_TIMEOUT_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 60.0
 SCRAPE_INTERVAL = "1s"
 
 
 class PrometheusServer:
-    def __init__(
-        self, binary: str, workdir: Path, target_port: int, labels: dict[str, str]
-    ) -> None:
+    def __init__(self, binary: Path | str, workdir: Path, config: dict[str, Any]) -> None:
+        """`config` is a Prometheus config; its `global` block is set to scrape every second."""
         self.port = free_port()
         self.log_path = workdir / "prometheus.log"
         config = {
+            **config,
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
-            "scrape_configs": [
-                {
-                    "job_name": "user_hasher",
-                    "static_configs": [
-                        # The labels Kubernetes service discovery would add (namespace, pod).
-                        {"targets": [f"127.0.0.1:{target_port}"], "labels": labels}
-                    ],
-                }
-            ],
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(json.dumps(config))  # JSON is YAML
         self.command = [
-            binary,
+            str(binary),
             f"--config.file={config_path}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
@@ -62,7 +55,7 @@ class PrometheusServer:
             return
         self.process.terminate()  # SIGTERM to this PID only
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
@@ -81,18 +74,24 @@ class PrometheusServer:
         except OSError:
             return False
 
-    def query(self, expr: str) -> list[dict]:
-        """Instant query through the HTTP API; the result vector (or a one-item scalar)."""
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": expr, "time": f"{time.time():.3f}"}
-        )
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>; the answer's `data`, once its status says success."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         with urllib.request.urlopen(url, timeout=10) as response:
             answer = json.load(response)
         assert answer["status"] == "success", answer
-        data = answer["data"]
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query; the result vector (a scalar as a one-item vector)."""
+        data = self.api("query", query=expr, time=f"{time.time():.3f}")
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
     def values(self, expr: str) -> list[float]:
         return [float(item["value"][1]) for item in self.query(expr)]
+
+    def values_by(self, expr: str, label: str) -> dict[str, float]:
+        """An instant query's series keyed by one label: {label value: sample value}."""
+        return {item["metric"].get(label, ""): float(item["value"][1]) for item in self.query(expr)}
