@@ -141,7 +141,7 @@ minikube-deploy: manifest-check ## Start minikube if needed, build the image in 
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh apply "$$ref"
 
 .PHONY: rollout
-rollout: ## Rebuild the image in minikube, roll the Deployment to it (or restart it), wait; IMAGE_REF=ref: a build the node has
+rollout: ## Rebuild the image in minikube and roll the Deployment to it (or restart it), wait; IMAGE_REF=ref: to that build
 	ref="$(or $(IMAGE_REF),$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image))" \
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh roll "$$ref"
 

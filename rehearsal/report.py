@@ -295,4 +295,4 @@ def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
     )
     lines.append(f"wrote {', '.join(str(path) for path in outputs)}")
     lines.append(f"RESULT: {'PASS' if data['passed'] else 'FAIL'}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

@@ -495,7 +495,7 @@ def rehearse_on_cluster(out: Path, attach: bool) -> Rehearsal:
         return rehearsal
     problem = bundle_problem(netpol=True) or engine_problem()
     if problem is not None:
-        raise ClusterError(f"no local cluster can run here: {problem}")
+        raise SystemExit(f"rehearsal: no local cluster can run here: {problem}")
     log("building the image (make image)")
     image = build_image()
     log(f"starting the local cluster with {image.ref} (NetworkPolicy enforced)")
