@@ -219,9 +219,10 @@ class Observer:
             return None
         return live
 
-    def generation(self) -> int:
+    def replicas(self) -> int | None:
+        """The Deployment's replica count, as the watch last showed it."""
         deployment = self._deployment_state.refresh().get(self.deployment)
-        return 0 if deployment is None else deployment["metadata"]["generation"]
+        return None if deployment is None else deployment["spec"]["replicas"]
 
     # --- logs --------------------------------------------------------------------------
 

@@ -271,6 +271,8 @@ class Stage:
         # what it does, done here at once so the scenario does not wait for its period.
         self.event(f"kubectl scale --replicas={replicas}")
         self.kubectl("scale", f"deployment/{self.app.deployment}", f"--replicas={replicas}")
+        # Until the watch shows the new count, the old one would look steady.
+        self.wait(lambda: self.observer.replicas() == replicas, f"{replicas} replicas wanted")
 
     def evict(self, pod: str) -> tuple[int, str]:
         eviction = {
