@@ -145,8 +145,8 @@ minikube-deploy: manifest-check ## Start minikube if needed, build the image in 
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh apply "$$ref"
 
 .PHONY: rollout
-rollout: ## Rebuild the image in minikube, roll the Deployment to it (or restart it), wait
-	ref="$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image)" \
+rollout: ## Rebuild the image in minikube and roll the Deployment to it (or restart it), wait; IMAGE_REF=ref: to that build
+	ref="$(or $(IMAGE_REF),$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image))" \
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh roll "$$ref"
 
 .PHONY: smoke
@@ -156,6 +156,10 @@ smoke: ## Port-forward the minikube Service to localhost and run scripts/smoke.s
 .PHONY: test-cluster
 test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make test` runs them too)
 	$(PY) -m pytest -m cluster
+
+.PHONY: rehearse
+rehearse: install ## Prove zero downtime on a local cluster of its own: scenarios under load (~5 min; root)
+	$(PY) -m rehearsal
 
 .PHONY: undeploy
 undeploy: ## Delete everything user_hasher.yaml created in minikube (the namespace too)

@@ -1,8 +1,9 @@
 """`python -m rehearsal`: run the scenarios under load, write summary.json and
 rollout.png, print the summary last; exit 1 when a gate fails.
 
-Run it from the repository root (it uses the test suite's load generator and
-service helpers from tests/support).
+Run it from the repository root (it uses the test suite's load generator and cluster
+helpers from tests/support). The cluster mode needs root, a Docker engine and the
+cluster bundle (../shared/kube): `make rehearse` runs it.
 """
 
 from __future__ import annotations
@@ -14,20 +15,31 @@ from pathlib import Path
 from rehearsal.local import rehearse_locally
 from rehearsal.plot import plot_rehearsal
 from rehearsal.report import human_summary, summary, write_summary
+from rehearsal.scenarios import rehearse_on_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
     parser.add_argument(
         "--mode",
-        choices=["local"],
-        default="local",
-        help="local: python -m user_hasher processes on this machine, no cluster",
+        choices=["cluster", "local"],
+        default="cluster",
+        help="cluster: the local Kubernetes (default); "
+        "local: python -m user_hasher processes on this machine, no cluster",
+    )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="cluster mode: use the running local cluster that $KC_STATE names instead of "
+        "starting one (it is left running, with this build deployed again)",
     )
     parser.add_argument("--out", type=Path, default=Path("build/rehearsal"))
     options = parser.parse_args(argv)
 
-    rehearsal = rehearse_locally(options.out / "logs")
+    if options.mode == "local":
+        rehearsal = rehearse_locally(options.out / "logs")
+    else:
+        rehearsal = rehearse_on_cluster(options.out, attach=options.attach)
     data = summary(rehearsal)
     summary_path, plot_path = options.out / "summary.json", options.out / "rollout.png"
     write_summary(data, summary_path)

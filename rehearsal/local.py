@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from rehearsal.observe import app_versions
 from rehearsal.report import Event, Rehearsal, Role, Scenario
 from tests.support.openloop import LoadPlan, LoadRun, RequestRecord, Target, measure_saturation
 from tests.support.service import ServiceProcess, answers_ready, http_get
@@ -50,18 +49,6 @@ SCENARIOS = (
     LocalScenario("sigkill", Role.FAULT, signal.SIGKILL, DRAIN_SECONDS),
     LocalScenario("sigterm-without-drain", Role.NEGATIVE_CONTROL, signal.SIGTERM, 0.0),
 )
-
-
-def app_versions(metrics_text: str) -> list[str]:
-    """The app_version label(s) of user_hasher_build_info in a /metrics answer."""
-    return sorted(
-        {
-            sample.labels["app_version"]
-            for family in text_string_to_metric_families(metrics_text)
-            for sample in family.samples
-            if sample.name == "user_hasher_build_info"
-        }
-    )
 
 
 def _start(log_dir: Path, name: str, drain_seconds: float) -> ServiceProcess:

@@ -65,20 +65,22 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
     FigureCanvasAgg(figure)  # renders with Agg: no display, no global pyplot state
     latency_axes, rate_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
 
-    for scenario in rehearsal.scenarios:
+    stopped_at: list[float] = []
+    for number, scenario in enumerate(rehearsal.scenarios):
         for axes in (latency_axes, rate_axes):
             axes.axvspan(scenario.event_start, scenario.end, color=ROLE_COLOURS[scenario.role])
             axes.axvline(scenario.start, color="#555555", linewidth=1.0)
         latency_axes.text(
             scenario.start,
-            1.005,
+            1.005 + 0.035 * (number % 2),  # two rows: short scenarios' names never overlap
             f" {scenario.name}",
             transform=latency_axes.get_xaxis_transform(),
             fontsize=9,
             fontweight="bold",
             va="bottom",
         )
-        for at, label in _merge_close(scenario.events, end / 80):
+        actions = [event for event in scenario.events if event.pod is None]
+        for at, label in _merge_close(actions, end / 80):
             latency_axes.axvline(at, color="#444444", linestyle=":", linewidth=0.9)
             latency_axes.text(
                 at,
@@ -90,6 +92,23 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
                 va="top",
                 color="#333333",
             )
+        first_per_pod: dict[str, float] = {}
+        for event in scenario.events:
+            if event.pod is not None:
+                first_per_pod.setdefault(event.pod, event.at)
+        stopped_at += first_per_pod.values()
+    if stopped_at:
+        latency_axes.scatter(
+            stopped_at,
+            [0.995] * len(stopped_at),
+            transform=latency_axes.get_xaxis_transform(),
+            marker="v",
+            s=40,
+            color="#222222",
+            zorder=6,
+            clip_on=False,
+            label=f"a pod stopped: SIGTERM or kill ({len(stopped_at)})",
+        )
 
     # Every bin, empty ones as NaN: a line must break where there was no load.
     all_bins = range(math.floor(end / width) + 1)
@@ -141,7 +160,7 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
     rate_axes.grid(True, axis="y", alpha=0.3)
 
     figure.suptitle(
-        f"Zero-downtime rehearsal against {rehearsal.target}: open loop at "
+        f"Zero-downtime rehearsal against {rehearsal.target}\nopen loop at "
         f"{rehearsal.rate:,.0f} req/s, {len(records):,} requests, {len(failed):,} failed",
         fontsize=11,
     )

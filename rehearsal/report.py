@@ -36,7 +36,10 @@ GATED_ROLES = (Role.ROLLOUT, Role.DISRUPTION)
 @dataclass(frozen=True)
 class Event:
     at: float
-    what: str  # "rollout started", "pod user-hasher-x SIGTERM", "rollout complete", ...
+    what: str  # "make rollout (restart)", "SIGTERM x2k4q", "rollout complete", ...
+    # What happened to one pod (its SIGTERM, its endpoint turning not ready), as opposed
+    # to what the rehearsal did: the plot marks these instead of labelling each.
+    pod: str | None = None
 
 
 @dataclass
@@ -60,6 +63,13 @@ class Scenario:
         return self.role in GATED_ROLES
 
 
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+
+
 @dataclass
 class Rehearsal:
     target: str  # where the load went, in words
@@ -70,13 +80,9 @@ class Rehearsal:
     not_ready_source: str  # how sigterm_to_not_ready was observed
     scenarios: list[Scenario] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    passed: bool
-    detail: str
+    # What the scenarios checked on the cluster itself (the PDB refused a second eviction,
+    # every pod reports the new version): gates like the others.
+    checks: list[Gate] = field(default_factory=list)
 
 
 # --- Per scenario -----------------------------------------------------------------------
@@ -129,7 +135,11 @@ def scenario_summary(records: list[RequestRecord], scenario: Scenario) -> dict[s
             pod: None if seconds is None else round(seconds, 3)
             for pod, seconds in scenario.sigterm_to_not_ready.items()
         },
-        "events": [{"at_s": round(event.at, 3), "what": event.what} for event in scenario.events],
+        "events": [
+            {"at_s": round(event.at, 3), "what": event.what}
+            | ({"pod": event.pod} if event.pod else {})
+            for event in scenario.events
+        ],
         "failure_samples": [
             {
                 "intended_s": round(r.intended, 4),
@@ -209,7 +219,7 @@ def gates(rehearsal: Rehearsal) -> list[Gate]:
     )
     if not any(s.role is Role.NEGATIVE_CONTROL for s in rehearsal.scenarios):
         result.append(Gate("a negative control ran", False, "no negative-control scenario"))
-    return result
+    return result + rehearsal.checks
 
 
 # --- Outputs ----------------------------------------------------------------------------
@@ -242,7 +252,16 @@ def write_summary(data: dict[str, Any], path: Path) -> None:
 
 
 def _format_ms(milliseconds: float | None) -> str:
-    return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
+    return "-" if milliseconds is None else f"{milliseconds:.1f}"
+
+
+def _percentiles(window: dict[str, Any]) -> str:
+    return f"{_format_ms(window['p50_ms'])}/{_format_ms(window['p99_ms'])}"
+
+
+def _not_ready(seconds: dict[str, float | None]) -> str:
+    """Each stopped pod's SIGTERM-to-not-ready, in milliseconds (negative: not ready first)."""
+    return ", ".join("?" if s is None else f"{s * 1000:+.0f}" for s in seconds.values()) or "-"
 
 
 def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
@@ -250,19 +269,21 @@ def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
     of_saturation = (
         f" ({data['rate_per_s'] / saturation:.0%} of {saturation:,}/s)" if saturation else ""
     )
+    seconds = max((s["end_s"] for s in data["scenarios"]), default=0.0)
     lines = [
-        f"Rehearsal against {data['target']}: {data['requests']:,} requests at "
-        f"{data['rate_per_s']:,}/s{of_saturation}, {data['failed']:,} failed",
+        f"Rehearsal against {data['target']}: {data['requests']:,} requests in {seconds:.0f} s "
+        f"at {data['rate_per_s']:,}/s{of_saturation}, {data['failed']:,} failed",
         "",
-        f"{'scenario':<24}{'role':<18}{'requests':>9}{'failed':>8}  "
-        f"{'p99 steady':>11}{'p99 during':>12}  errors",
+        f"{'scenario':<25}{'role':<17}{'requests':>9}{'failed':>7}  {'steady':>12}"
+        f"{'during':>13}  {'SIGTERM->not ready':<20} errors",
+        f"{'':<60}{'p50/p99 ms':>12}{'p50/p99 ms':>13}  {'ms, per pod':<20}",
     ]
     for s in data["scenarios"]:
         errors = ", ".join(f"{kind} {count}" for kind, count in s["errors_by_kind"].items())
         lines.append(
-            f"{s['name']:<24}{s['role']:<18}{s['requests']:>9,}{s['failed']:>8,}  "
-            f"{_format_ms(s['steady']['p99_ms']):>11}{_format_ms(s['during']['p99_ms']):>12}  "
-            f"{errors or '-'}"
+            f"{s['name']:<25}{s['role']:<17}{s['requests']:>9,}{s['failed']:>7,}  "
+            f"{_percentiles(s['steady']):>12}{_percentiles(s['during']):>13}  "
+            f"{_not_ready(s['sigterm_to_not_ready_s']):<20} {errors or '-'}"
         )
     lines.append("")
     for gate in data["gates"]:
@@ -274,4 +295,4 @@ def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
     )
     lines.append(f"wrote {', '.join(str(path) for path in outputs)}")
     lines.append(f"RESULT: {'PASS' if data['passed'] else 'FAIL'}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

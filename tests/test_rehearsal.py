@@ -152,6 +152,9 @@ def test_human_summary_names_every_scenario_and_ends_with_the_verdict() -> None:
     text = human_summary(summary(rehearsal_of(*CLEAN)), [Path("summary.json")])
     for name in ("restart", "scale-down", "sigkill", "no-drain"):
         assert name in text
+    (restart,) = [line for line in text.splitlines() if line.startswith("restart ")]
+    # requests, failed, p50/p99 steady and during, each pod's SIGTERM to not ready (ms).
+    assert restart.split()[2:8] == ["1,000", "0", "2.0/2.0", "4.0/4.0", "+250", "-"]
     assert text.splitlines()[-1] == "RESULT: PASS"
     assert "FAIL" in human_summary(summary(rehearsal_of(*CLEAN[:3])), [])
 
@@ -180,7 +183,7 @@ def test_python_m_rehearsal_runs_local_scenarios_end_to_end(tmp_path: Path) -> N
     SIGKILL and a SIGTERM without a drain lose requests, and the outputs say so."""
     out = tmp_path / "rehearsal"
     finished = subprocess.run(
-        [sys.executable, "-m", "rehearsal", "--out", str(out)],
+        [sys.executable, "-m", "rehearsal", "--mode", "local", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -58,6 +58,7 @@ MODULE_ORDER = [
     "test_prometheus.py",
     "test_disruptions.py",
     "test_rollouts.py",
+    "test_rehearsal.py",
     "test_undeploy.py",
 ]
 # Back to 3 ready pods of one revision after a test disturbed them: a rollout of 3 steps.

@@ -217,6 +217,17 @@ class LocalCluster:
             raise ClusterError(f"importing {ref} failed: {imported.stderr.decode()[-2000:]}")
         return time.monotonic() - started
 
+    def task_pid(self, container_id: str) -> int:
+        """The host PID of a running container's main process, from the node's containerd
+        (`containerID` in a pod's status, with or without its `containerd://` prefix)."""
+        task = container_id.removeprefix("containerd://")
+        listed = self._ctr("tasks", "ls", timeout=60, check=True).stdout.decode()
+        for line in listed.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == task and fields[2] == "RUNNING":
+                return int(fields[1])
+        raise ClusterError(f"containerd runs no task {task}:\n{listed}")
+
     def tag_image(self, ref: str, alias: str) -> None:
         """Gives an image in the node's containerd a second name (no copy)."""
         self._ctr(
@@ -378,6 +389,10 @@ class Watch:
         decoder, buffer = json.JSONDecoder(), ""
         for line in self._process.stdout:
             buffer += line
+            # An event ends on a line that ends with its closing brace: decoding is tried
+            # there alone, not again for every line of an object that spans several.
+            if not line.rstrip().endswith("}"):
+                continue
             while buffer.strip():
                 try:
                     event, end = decoder.raw_decode(buffer.lstrip())

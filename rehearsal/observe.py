@@ -1,0 +1,274 @@
+"""What the cluster did during a rehearsal, seen from outside the app: its pods, its
+Deployment and its Service's EndpointSlices through watches, each pod's log through
+`kubectl logs --follow --timestamps`, and each pod's /metrics.
+
+Times here are on the load's clock (LoadRun.elapsed): a watch event counts from when it
+reached this machine, a log line from the container runtime's timestamp on it (the
+moment the runtime read the line from the app's stdout).
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import subprocess
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.local_cluster import CONTEXT, LocalCluster, Watch, WatchEvent
+
+# How often the log follower looks for containers it does not follow yet.
+FOLLOW_POLL_SECONDS = 0.5
+SCRAPE_TIMEOUT_SECONDS = 5.0
+
+
+def app_versions(metrics_text: str) -> list[str]:
+    """The app_version label(s) of user_hasher_build_info in a /metrics answer."""
+    return sorted(
+        {
+            sample.labels["app_version"]
+            for family in text_string_to_metric_families(metrics_text)
+            for sample in family.samples
+            if sample.name == "user_hasher_build_info"
+        }
+    )
+
+
+def pod_version(pod_ip: str, port: int) -> list[str]:
+    """What the pod itself says it runs, from its /metrics (scraped from the node)."""
+    connection = http.client.HTTPConnection(pod_ip, port, timeout=SCRAPE_TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {response.status}")
+    return app_versions(body.decode())
+
+
+# --- Reading watch events ------------------------------------------------------------------
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return statuses[0].get("restartCount", 0) if statuses else 0
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time as Kubernetes and the container runtime write it
+    (the runtime's nanoseconds are cut to the microseconds Python keeps)."""
+    text = text.replace("Z", "+00:00")
+    if "." in text:
+        whole, rest = text.split(".", 1)
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        text = f"{whole}.{digits[:6]}{rest[len(digits) :]}"
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def draining_at(log_text: str) -> float | None:
+    """Epoch seconds of the app's first "draining" line (the SIGTERM reaching it) in
+    `kubectl logs --timestamps` output; None when it never drained."""
+    for line in log_text.splitlines():
+        stamp, _, message = line.partition(" ")
+        if not message.startswith("{"):
+            continue
+        try:
+            if json.loads(message).get("event") == "draining":
+                return parse_timestamp(stamp)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def endpoint_readiness(events: Iterable[WatchEvent]) -> dict[str, list[tuple[float, bool]]]:
+    """Per pod, each change of its endpoint's readiness across the Service's EndpointSlices,
+    in arrival order: (arrival time, ready). An endpoint that leaves every slice counts
+    as not ready."""
+    slices: dict[str, dict[str, bool]] = {}  # slice name -> pod -> ready
+    history: dict[str, list[tuple[float, bool]]] = {}
+    for event in events:
+        name = event.object["metadata"]["name"]
+        if event.type == "DELETED":
+            slices.pop(name, None)
+        else:
+            slices[name] = {
+                endpoint["targetRef"]["name"]: bool(endpoint["conditions"].get("ready"))
+                for endpoint in event.object.get("endpoints") or []
+                if (endpoint.get("targetRef") or {}).get("kind") == "Pod"
+            }
+        merged: dict[str, bool] = {}
+        for pods in slices.values():
+            for pod, ready in pods.items():
+                merged[pod] = merged.get(pod, False) or ready
+        for pod in set(history) | set(merged):
+            ready = merged.get(pod, False)
+            changes = history.setdefault(pod, [])
+            if not changes or changes[-1][1] != ready:
+                changes.append((event.seconds, ready))
+    return history
+
+
+def turned_not_ready(changes: list[tuple[float, bool]], after: float) -> float | None:
+    """The first time at or after `after` that a ready endpoint turned not ready."""
+    was_ready = False
+    for at, ready in changes:
+        if at >= after and was_ready and not ready:
+            return at
+        was_ready = ready
+    return None
+
+
+def deletion_seen(events: Iterable[WatchEvent]) -> dict[str, tuple[float, float]]:
+    """Per pod whose deletion a pod watch saw: (arrival of the first object showing it,
+    epoch second the API server accepted it). The API server sets deletionTimestamp to
+    that second plus the grace period."""
+    seen: dict[str, tuple[float, float]] = {}
+    for event in events:
+        metadata = event.object["metadata"]
+        if metadata["name"] not in seen and "deletionTimestamp" in metadata:
+            accepted = parse_timestamp(metadata["deletionTimestamp"]) - metadata.get(
+                "deletionGracePeriodSeconds", 0
+            )
+            seen[metadata["name"]] = (event.seconds, accepted)
+    return seen
+
+
+class Latest:
+    """The newest version of each object a Watch has seen, deleted ones dropped."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._consumed = 0
+
+    def refresh(self) -> dict[str, dict[str, Any]]:
+        events = self.watch.snapshot()
+        for event in events[self._consumed :]:
+            name = event.object["metadata"]["name"]
+            if event.type == "DELETED":
+                self.objects.pop(name, None)
+            else:
+                self.objects[name] = event.object
+        self._consumed = len(events)
+        return self.objects
+
+
+# --- The observer --------------------------------------------------------------------------
+
+
+@dataclass
+class Observer:
+    """Watches the app's pods, Deployment and EndpointSlices from now on, and follows the
+    log of every container of the app that runs, into log_dir. Stop it with stop()."""
+
+    cluster: LocalCluster
+    namespace: str
+    deployment: str
+    pod_selector: str
+    service: str
+    log_dir: Path
+    pods: Watch = field(init=False)
+    deployments: Watch = field(init=False)
+    slices: Watch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.pods = self.cluster.watch("pods", self.namespace, self.pod_selector)
+        self.deployments = self.cluster.watch("deployments", self.namespace)
+        selector = f"kubernetes.io/service-name={self.service}"
+        self.slices = self.cluster.watch("endpointslices", self.namespace, selector)
+        self._pod_state, self._deployment_state = Latest(self.pods), Latest(self.deployments)
+        self._followers: dict[str, tuple[subprocess.Popen[bytes], Path, str]] = {}
+        self._stopping = threading.Event()
+        self._follow_thread = threading.Thread(target=self._follow_new_containers, daemon=True)
+        self._follow_thread.start()
+
+    # --- state now ---------------------------------------------------------------------
+
+    def live_pods(self) -> dict[str, dict[str, Any]]:
+        return dict(self._pod_state.refresh())
+
+    def steady_pods(self) -> list[dict[str, Any]] | None:
+        """The pods when the rollout is complete, the replica count is reached and every
+        pod is ready and not terminating; None otherwise."""
+        deployment = self._deployment_state.refresh().get(self.deployment)
+        if deployment is None:
+            return None
+        status, replicas = deployment.get("status", {}), deployment["spec"]["replicas"]
+        if deployment["metadata"]["generation"] != status.get("observedGeneration"):
+            return None
+        counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+        if any(status.get(count) != replicas for count in counts):
+            return None
+        pods = list(self.live_pods().values())
+        live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
+        if len(pods) != replicas or len(live) != replicas or not all(map(is_ready, live)):
+            return None
+        return live
+
+    def replicas(self) -> int | None:
+        """The Deployment's replica count, as the watch last showed it."""
+        deployment = self._deployment_state.refresh().get(self.deployment)
+        return None if deployment is None else deployment["spec"]["replicas"]
+
+    # --- logs --------------------------------------------------------------------------
+
+    def _follow_new_containers(self) -> None:
+        state = Latest(self.pods)  # its own: this runs beside the caller's thread
+        while not self._stopping.wait(FOLLOW_POLL_SECONDS):
+            for name, pod in list(state.refresh().items()):
+                statuses = pod.get("status", {}).get("containerStatuses") or []
+                if not statuses or "running" not in statuses[0].get("state", {}):
+                    continue
+                container_id = statuses[0].get("containerID", "")
+                if container_id and container_id not in self._followers:
+                    self._follow(name, container_id, restart_count(pod))
+
+    def _follow(self, pod: str, container_id: str, restarts: int) -> None:
+        path = self.log_dir / f"{pod}-{restarts}.log"
+        follow = ["logs", "--follow", "--timestamps", "--namespace", self.namespace, pod]
+        with path.open("wb") as log:
+            process = subprocess.Popen(
+                ["kubectl", "--context", CONTEXT, *follow],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.cluster.env(),
+            )
+        self._followers[container_id] = (process, path, pod)
+
+    def draining_times(self) -> dict[str, float]:
+        """Per pod, epoch seconds of its app's "draining" line (its SIGTERM), if any."""
+        times: dict[str, float] = {}
+        for _, path, pod in list(self._followers.values()):
+            at = draining_at(path.read_text(errors="replace"))
+            if at is not None and pod not in times:
+                times[pod] = at
+        return times
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._follow_thread.join(timeout=10)
+        for process, _, _ in self._followers.values():
+            if process.poll() is None:
+                process.terminate()
+        for process, _, _ in self._followers.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        for watch in (self.pods, self.deployments, self.slices):
+            watch.stop()

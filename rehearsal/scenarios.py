@@ -1,0 +1,508 @@
+"""The rehearsal on the local Kubernetes of ../shared/kube (the default mode).
+
+It deploys the current build the way people do (`make minikube-deploy`, only the minikube
+steps stood in for: tests/support/minikube_stand_in.py), then sends ONE open-loop load to
+the Service's ClusterIP, port 80, from this machine, for the whole run. kube-proxy's
+iptables rules, programmed from the EndpointSlices, pick a pod for each new connection:
+the path a client inside the cluster takes. Nothing of ours retries or health-checks in
+that path: the only protection the clients get is Kubernetes' endpoint machinery and the
+app's drain. Both client kinds run at once, at a share of the saturation measured through
+the same ClusterIP.
+
+The load and the /metrics scrapes come from the node. The NetworkPolicy admits them on
+purpose: its one ingress rule opens the pods' `http` port to every source, which is what
+makes the Service usable at all (and the policy engine admits the node in any case, as it
+must for the kubelet's probes); every other port stays closed.
+
+The scenarios run one after another, each from a steady app (its pods ready, one
+revision), a steady stretch, then its event, until the app is steady again; together they
+cover the whole run, so no failed request can fall between them unseen. The last, the
+negative control, runs the pods without their drain and must lose requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rehearsal.observe import (
+    Observer,
+    deletion_seen,
+    endpoint_readiness,
+    pod_version,
+    restart_count,
+    turned_not_ready,
+)
+from rehearsal.report import Event, Gate, Rehearsal, Role, Scenario
+from tests.container.docker_support import DOCKER, build_image, engine_problem
+from tests.k8s.manifests import MANIFEST, app_container, load_documents, only, secret_values
+from tests.support.local_cluster import ClusterError, LocalCluster, bundle_problem, started
+from tests.support.openloop import LoadPlan, LoadRun, Target, measure_saturation
+
+SATURATION_CONNECTIONS = 8
+SATURATION_SECONDS = 3.0
+# Well below saturation, so that queueing is not the story, and the load generator, the
+# pods and the control plane share this machine's cores with room to spare.
+RATE_SHARE_OF_SATURATION = 0.4
+# Half the requests on keep-alive connections, half on a new connection each.
+KEEP_ALIVE_SHARE = 0.5
+STEADY_SECONDS = 6.0
+# The rollouts' event windows together must hold at least this many requests.
+MIN_ROLLOUT_REQUESTS = 20_000
+# The load's own bound: it stops by itself after this long even if nobody stopped it (the
+# scenarios take about half of it).
+LOAD_BOUND_SECONDS = 480.0
+# One scenario's wait for the app to be steady again (a rollout of 3 pods, each a start
+# plus minReadySeconds, on a busy machine).
+SETTLE_TIMEOUT_SECONDS = 240.0
+PDB_WAIT_SECONDS = 60.0
+# Without a drain a pod loses only the requests that meet it in the short time between its
+# listener closing and kube-proxy dropping it (on one node, tens of milliseconds), so one
+# restart can, rarely, lose none: the control restarts again, at most this many times in
+# all, until it has recorded a failure.
+CONTROL_RESTARTS = 3
+PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
+NEW_VERSION_SUFFIX = "rehearsal"
+DOCKER_BUILD_TIMEOUT_SECONDS = 300.0
+NOT_READY_SOURCE = (
+    "SIGTERM: the container runtime's timestamp on the app's own 'draining' log line "
+    "(kubectl logs --timestamps; for the SIGKILL fault, the moment of the kill); not ready: "
+    "arrival of the EndpointSlice watch event that shows the pod's endpoint not ready (or "
+    "gone). Negative: the endpoint turned not ready before the app got its SIGTERM."
+)
+
+
+def log(message: str) -> None:
+    print(f"rehearsal: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class App:
+    """What the rehearsal needs to know about the app, read from user_hasher.yaml."""
+
+    namespace: str
+    deployment: str
+    pod_selector: str
+    service: str
+    service_port: int
+    pod_port: int
+    salt: str
+
+    @classmethod
+    def from_manifest(cls, path: Path = MANIFEST) -> App:
+        docs = load_documents(path)
+        deployment, service = only(docs, "Deployment"), only(docs, "Service")
+        container = app_container(deployment)
+        (pod_port,) = (p["containerPort"] for p in container["ports"] if p["name"] == "http")
+        (service_port,) = (p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+        (salt_ref,) = (
+            env["valueFrom"]["secretKeyRef"]
+            for env in container["env"]
+            if env["name"] == "USER_SALT"
+        )
+        secret = next(
+            doc
+            for doc in docs
+            if doc.get("kind") == "Secret" and doc["metadata"]["name"] == salt_ref["name"]
+        )
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        return cls(
+            namespace=deployment["metadata"]["namespace"],
+            deployment=deployment["metadata"]["name"],
+            pod_selector=",".join(f"{key}={value}" for key, value in labels.items()),
+            service=service["metadata"]["name"],
+            service_port=service_port,
+            pod_port=pod_port,
+            salt=secret_values(secret)[salt_ref["key"]],
+        )
+
+
+def build_new_version(base_ref: str, app_version: str) -> str:
+    """A new build of the running one that reports another version: its image plus
+    APP_VERSION, built by the local Docker engine; returns its unique reference
+    (NAME:APP_VERSION-<12 hex digits of its image ID>, as `make image` names builds)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        id_file = Path(scratch) / "image.id"
+        subprocess.run(
+            [DOCKER, "build", "--network=host", "--iidfile", str(id_file), "-"],
+            input=f"FROM {base_ref}\nENV APP_VERSION={app_version}\n",
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=DOCKER_BUILD_TIMEOUT_SECONDS,
+            check=True,
+        )
+        image_id = id_file.read_text().strip().removeprefix("sha256:")
+    ref = f"{base_ref.rsplit(':', 1)[0]}:{app_version}-{image_id[:12]}"
+    subprocess.run([DOCKER, "tag", image_id, ref], capture_output=True, timeout=60, check=True)
+    return ref
+
+
+def short(pod: str) -> str:
+    """A pod's own suffix, enough to tell pods apart in a plot."""
+    return pod.rsplit("-", 1)[-1]
+
+
+@dataclass
+class Stage:
+    """Runs scenarios against the app while `run` sends the load; every event is stamped
+    on the load's clock."""
+
+    cluster: LocalCluster
+    app: App
+    observer: Observer
+    run: LoadRun
+    rehearsal: Rehearsal
+    log_dir: Path
+    killed: dict[str, float] = field(default_factory=dict)  # pod -> when its SIGKILL went
+
+    # --- helpers -------------------------------------------------------------------
+
+    @property
+    def current(self) -> Scenario:
+        return self.rehearsal.scenarios[-1]
+
+    def event(self, what: str) -> None:
+        self.current.events.append(Event(self.run.elapsed(), what))
+        log(f"{self.run.elapsed():7.1f} s  {what}")
+
+    def kubectl(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("--namespace", self.app.namespace, *args, **options)
+
+    def make(self, target: str, **variables: str) -> str:
+        output = self.cluster.make(target, **variables).stdout
+        with (self.log_dir / "make.log").open("a") as make_log:
+            make_log.write(f"--- make {target} {variables}\n{output}")
+        return output
+
+    def wait(self, predicate: Callable[[], Any], what: str) -> Any:
+        return self.cluster.wait_for(predicate, SETTLE_TIMEOUT_SECONDS, what, interval=0.25)
+
+    def wait_steady(self) -> list[dict[str, Any]]:
+        return self.wait(self.observer.steady_pods, "the app steady")
+
+    def wait_gone(self, pods: set[str]) -> None:
+        self.wait(lambda: pods.isdisjoint(self.observer.live_pods()), f"{sorted(pods)} gone")
+
+    def versions(self, pods: list[dict[str, Any]]) -> dict[str, list[str]]:
+        return {
+            pod["metadata"]["name"]: pod_version(pod["status"]["podIP"], self.app.pod_port)
+            for pod in pods
+        }
+
+    # --- one scenario ----------------------------------------------------------------
+
+    def scenario(
+        self, name: str, role: Role, act: Callable[[list[dict[str, Any]]], None]
+    ) -> dict[str, list[str]]:
+        """Steady app, steady stretch, act(pods), until steady again; returns each pod's
+        version afterwards."""
+        start = self.rehearsal.scenarios[-1].end if self.rehearsal.scenarios else 0.0
+        self.rehearsal.scenarios.append(Scenario(name, role, start, start, start))
+        log(f"{self.run.elapsed():7.1f} s  --- {name} ({role})")
+        before = self.wait_steady()
+        seen = set().union(*self.versions(before).values())
+        time.sleep(STEADY_SECONDS)
+        self.current.event_start = self.run.elapsed()
+        act(before)
+        after = self.wait_steady()
+        versions = self.versions(after)
+        self.current.versions_seen = sorted(seen.union(*versions.values()))
+        self.current.end = self.run.elapsed()
+        log(f"{self.current.end:7.1f} s  steady again")
+        return versions
+
+    # --- the events ------------------------------------------------------------------
+
+    def roll(self, image_ref: str, what: str) -> Callable[[list[dict[str, Any]]], None]:
+        """`make rollout IMAGE_REF=...`: the deploy flow rolls to that build, or restarts
+        its pods when it runs already, and waits for the rollout."""
+
+        def act(before: list[dict[str, Any]]) -> None:
+            self.event(f"make rollout ({what})")
+            self.make("rollout", IMAGE_REF=image_ref)
+            self.event("rollout complete")
+            self.wait_gone({pod["metadata"]["name"] for pod in before})
+
+        return act
+
+    def failed_since(self, start: float) -> int:
+        return sum(
+            1 for record in list(self.run.records) if record.intended >= start and not record.ok
+        )
+
+    def restart_without_drain(self, image_ref: str) -> Callable[[list[dict[str, Any]]], None]:
+        def act(before: list[dict[str, Any]]) -> None:
+            for attempt in range(1, CONTROL_RESTARTS + 1):
+                pods = before if attempt == 1 else self.wait_steady()
+                self.roll(image_ref, f"restart {attempt}, no drain")(pods)
+                failed = self.failed_since(self.current.event_start)
+                if failed:
+                    log(f"{self.run.elapsed():7.1f} s  {failed} failed without the drain")
+                    return
+                log(f"{self.run.elapsed():7.1f} s  no failed request yet")
+
+        return act
+
+    def scale_down(self, before: list[dict[str, Any]]) -> None:
+        replicas = len(before)
+        self.event(f"kubectl scale --replicas={replicas - 1}")
+        self.kubectl("scale", f"deployment/{self.app.deployment}", f"--replicas={replicas - 1}")
+        (victim,) = self.wait(
+            lambda: [
+                name
+                for name, pod in self.observer.live_pods().items()
+                if "deletionTimestamp" in pod["metadata"]
+            ],
+            "a pod terminating",
+        )
+        self.wait_gone({victim})
+        # The HPA raises a count below its minReplicas at its next sync; scaling back is
+        # what it does, done here at once so the scenario does not wait for its period.
+        self.event(f"kubectl scale --replicas={replicas}")
+        self.kubectl("scale", f"deployment/{self.app.deployment}", f"--replicas={replicas}")
+        # Until the watch shows the new count, the old one would look steady.
+        self.wait(lambda: self.observer.replicas() == replicas, f"{replicas} replicas wanted")
+
+    def evict(self, pod: str) -> tuple[int, str]:
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": self.app.namespace},
+        }
+        result = self.cluster.kubectl(
+            "create",
+            "--raw",
+            f"/api/v1/namespaces/{self.app.namespace}/pods/{pod}/eviction",
+            "-f",
+            "-",
+            input=json.dumps(eviction),
+            check=False,
+        )
+        return result.returncode, (result.stdout + result.stderr).strip()
+
+    def eviction(self, before: list[dict[str, Any]]) -> None:
+        def allowed() -> bool:
+            pdb = self.cluster.get_json(
+                "poddisruptionbudget", self.app.deployment, "--namespace", self.app.namespace
+            )
+            return pdb.get("status", {}).get("disruptionsAllowed") == 1
+
+        self.cluster.wait_for(allowed, PDB_WAIT_SECONDS, "the PDB allowing one disruption")
+        first, second = (pod["metadata"]["name"] for pod in before[:2])
+        self.event(f"evict {short(first)}")
+        code, output = self.evict(first)
+        if code != 0:
+            raise ClusterError(f"the eviction of {first} was refused: {output}")
+        code, output = self.evict(second)
+        held = code != 0 and PDB_REFUSAL in output
+        self.event(f"evict {short(second)}: {'refused by the PDB' if held else 'NOT refused'}")
+        self.rehearsal.checks.append(
+            Gate(
+                "the PDB refused a second eviction while one pod was down",
+                held,
+                output.splitlines()[-1][:160] if output else f"exit {code}",
+            )
+        )
+        self.wait_gone({first})
+
+    def force_delete(self, before: list[dict[str, Any]]) -> None:
+        victim = before[0]["metadata"]["name"]
+        self.event(f"delete {short(victim)} --grace-period=0 --force")
+        self.kubectl("delete", "pod", victim, "--grace-period=0", "--force", "--wait=false")
+        self.wait_gone({victim})
+
+    def kill_container(self, before: list[dict[str, Any]]) -> None:
+        pod = before[0]
+        victim = pod["metadata"]["name"]
+        restarts = restart_count(pod)
+        (status,) = pod["status"]["containerStatuses"]
+        pid = self.cluster.task_pid(status["containerID"])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"user_hasher" not in command:
+            raise ClusterError(f"pid {pid} of {victim} runs {command!r}, not the app")
+        os.kill(pid, signal.SIGKILL)
+        self.killed[victim] = self.run.elapsed()
+        self.event(f"SIGKILL {short(victim)} (pid {pid} on this node)")
+        self.wait(
+            lambda: restart_count(self.observer.live_pods().get(victim, {})) > restarts,
+            f"{victim} restarted",
+        )
+        self.event(f"{short(victim)} restarted by the kubelet")
+
+    def drain_off(self, before: list[dict[str, Any]]) -> None:
+        self.event("kubectl set env DRAIN_SECONDS=0")
+        self.kubectl("set", "env", f"deployment/{self.app.deployment}", "DRAIN_SECONDS=0")
+        self.kubectl(
+            "rollout", "status", f"deployment/{self.app.deployment}", "--timeout=300s", timeout=360
+        )
+        self.event("rollout complete")
+        self.wait_gone({pod["metadata"]["name"] for pod in before})
+
+    # --- after the run ---------------------------------------------------------------
+
+    def record_terminations(self) -> None:
+        """Per scenario, each pod stopped in its event window: SIGTERM (or SIGKILL) to
+        its endpoint turning not ready, and both as events."""
+        origin, started_at = self.run.origin, self.rehearsal.started_at
+        deletions = deletion_seen(self.observer.pods.snapshot())
+        draining = self.observer.draining_times()
+        readiness = {
+            pod: [(at - origin, ready) for at, ready in changes]
+            for pod, changes in endpoint_readiness(self.observer.slices.snapshot()).items()
+        }
+        for scenario in self.rehearsal.scenarios:
+            stopped: dict[str, tuple[float | None, float]] = {}  # pod -> (signal, not before)
+            for pod, (arrived, accepted) in deletions.items():
+                if scenario.event_start <= arrived - origin < scenario.end:
+                    sigterm = draining.get(pod)
+                    signalled = None if sigterm is None else sigterm - started_at
+                    # accepted is whole seconds, cut down: never after the real moment.
+                    stopped[pod] = (signalled, accepted - started_at)
+            killed = {
+                pod: at
+                for pod, at in self.killed.items()
+                if scenario.event_start <= at < scenario.end
+            }
+            for pod, at in killed.items():
+                stopped[pod] = (at, at)
+            for pod, (signalled, not_before) in sorted(stopped.items()):
+                not_ready = turned_not_ready(readiness.get(pod, []), not_before)
+                if signalled is not None and pod not in killed:
+                    scenario.events.append(Event(signalled, f"SIGTERM {short(pod)}", pod))
+                if not_ready is not None:
+                    scenario.events.append(Event(not_ready, f"{short(pod)} not ready", pod))
+                scenario.sigterm_to_not_ready[pod] = (
+                    None if signalled is None or not_ready is None else not_ready - signalled
+                )
+            scenario.events.sort(key=lambda event: event.at)
+
+
+def _measure_rate(target: Target) -> tuple[float, float]:
+    saturation = measure_saturation(
+        target, SATURATION_CONNECTIONS, SATURATION_SECONDS, keep_alive_share=KEEP_ALIVE_SHARE
+    )
+    if saturation.errors or not saturation.requests:
+        raise ClusterError(f"the saturation probe through the Service failed: {saturation}")
+    return saturation.rate, saturation.rate * RATE_SHARE_OF_SATURATION
+
+
+def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
+    app = App.from_manifest()
+    log("deploying this build (make minikube-deploy)")
+    cluster.make("minikube-deploy")
+    observer = Observer(
+        cluster, app.namespace, app.deployment, app.pod_selector, app.service, log_dir
+    )
+    try:
+        pods = cluster.wait_for(observer.steady_pods, SETTLE_TIMEOUT_SECONDS, "the app steady")
+        current_ref = app_container(
+            cluster.get_json("deployment", app.deployment, "--namespace", app.namespace)
+        )["image"]
+        (old_version,) = pod_version(pods[0]["status"]["podIP"], app.pod_port)
+        new_version = f"{old_version}-{NEW_VERSION_SUFFIX}"
+        new_ref = build_new_version(current_ref, new_version)
+        seconds = cluster.import_image(new_ref)
+        log(f"new build {new_ref} (APP_VERSION={new_version}) in the node in {seconds:.1f} s")
+
+        cluster_ip = cluster.get_json("service", app.service, "--namespace", app.namespace)["spec"][
+            "clusterIP"
+        ]
+        target = Target(cluster_ip, app.service_port, app.salt)
+        saturation, rate = _measure_rate(target)
+        log(f"saturation through {cluster_ip}:{app.service_port}: {saturation:,.0f} req/s")
+        plan = LoadPlan(
+            rate=rate,
+            duration=LOAD_BOUND_SECONDS,
+            max_requests=math.ceil(rate * LOAD_BOUND_SECONDS),
+            keep_alive_share=KEEP_ALIVE_SHARE,
+        )
+        with LoadRun(target, plan) as run:
+            rehearsal = Rehearsal(
+                target=(
+                    f"Service {app.namespace}/{app.service} ClusterIP "
+                    f"{cluster_ip}:{app.service_port} (kube-proxy)"
+                ),
+                rate=rate,
+                saturation=saturation,
+                started_at=time.time() - run.elapsed(),
+                min_rollout_requests=MIN_ROLLOUT_REQUESTS,
+                not_ready_source=NOT_READY_SOURCE,
+            )
+            stage = Stage(cluster, app, observer, run, rehearsal, log_dir)
+            log(f"load: {rate:,.0f} req/s open loop, both client kinds")
+            stage.scenario("rollout restart", Role.ROLLOUT, stage.roll(current_ref, "restart"))
+            versions = stage.scenario(
+                "rollout new build", Role.ROLLOUT, stage.roll(new_ref, f"to {new_version}")
+            )
+            rehearsal.checks.append(
+                Gate(
+                    f"every pod reports {new_version} after the new build's rollout",
+                    all(found == [new_version] for found in versions.values()),
+                    f"/metrics app_version per pod: {versions}",
+                )
+            )
+            stage.scenario("scale 3 -> 2", Role.DISRUPTION, stage.scale_down)
+            stage.scenario("eviction", Role.DISRUPTION, stage.eviction)
+            stage.scenario("force delete", Role.FAULT, stage.force_delete)
+            stage.scenario("SIGKILL", Role.FAULT, stage.kill_container)
+            stage.scenario("rollout DRAIN_SECONDS=0", Role.ROLLOUT, stage.drain_off)
+            stage.scenario(
+                "restart without drain",
+                Role.NEGATIVE_CONTROL,
+                stage.restart_without_drain(new_ref),
+            )
+            # Nothing is scheduled after this: the last scenario ends where the load does.
+            rehearsal.scenarios[-1].end = run.elapsed()
+        rehearsal.records = run.records
+        stage.record_terminations()
+        return rehearsal
+    finally:
+        observer.stop()
+
+
+def _redeploy(cluster: LocalCluster, check: bool) -> None:
+    """The rehearsal leaves another build running without its drain: back to this build
+    as `make minikube-deploy` deploys it."""
+    log("deploying this build again (make minikube-deploy)")
+    result = cluster.make("minikube-deploy", check=check)
+    if result.returncode != 0:
+        log(f"make minikube-deploy exited {result.returncode}:\n{result.stdout[-2000:]}")
+
+
+def rehearse_on_cluster(out: Path, attach: bool) -> Rehearsal:
+    """With attach, on the running cluster that $KC_STATE names (left running, the app
+    deployed again from this build afterwards); otherwise on a cluster of its own, started
+    with NetworkPolicy enforced and stopped at the end whatever happens."""
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if attach:
+        cluster = LocalCluster.attach()
+        try:
+            rehearsal = _rehearse(cluster, log_dir)
+        except BaseException:
+            _redeploy(cluster, check=False)
+            raise
+        _redeploy(cluster, check=True)
+        return rehearsal
+    problem = bundle_problem(netpol=True) or engine_problem()
+    if problem is not None:
+        raise SystemExit(f"rehearsal: no local cluster can run here: {problem}")
+    log("building the image (make image)")
+    image = build_image()
+    log(f"starting the local cluster with {image.ref} (NetworkPolicy enforced)")
+    with started(images=[image.ref], netpol=True, log=log_dir / "start-cluster.log") as cluster:
+        try:
+            return _rehearse(cluster, log_dir)
+        finally:
+            log("stopping the local cluster")
