@@ -9,6 +9,7 @@ template or "unmatched", a method outside RFC 9110's set is "other", and a statu
 becomes its class.
 """
 
+import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,12 +75,13 @@ class Metrics:
     def __init__(self, settings: Settings) -> None:
         self.registry = Registry()
         labels = identity_labels(settings)
+        # Its series are written whole at scrape time, with DURATION_BUCKETS_SECONDS
+        # (ResponseDurations.as_histogram): the collector's own bounds are never used.
         self.request_duration = Histogram(
             "user_hasher_http_request_duration_seconds",
             "Time from a request reaching the app to the end of its response.",
             const_labels=labels,
             registry=self.registry,
-            buckets=DURATION_BUCKETS_SECONDS,
         )
         self.responses = Counter(
             "user_hasher_http_responses_total",
@@ -100,16 +102,14 @@ class Metrics:
             registry=self.registry,
         )
         build_info.set({}, 1)
-        # Present from the first scrape, so rate() sees the first hash too.
-        self.hashes_generated.set({}, 0)
-        # Each response series' bucket counts, held here so that the hot path skips
-        # aioprometheus's per-call serialisation of the label dict. Bounded: the keys
-        # are bounded label values.
-        self._durations: dict[ResponseKey, BucketCounts] = {}
-        self._labels: dict[ResponseKey, dict[str, str]] = {}
+        # The request path only counts, in plain Python objects; aioprometheus's
+        # collectors, which serialise their label dicts on every call, are brought up
+        # to date when Prometheus scrapes (render). Bounded: the keys are bounded values.
+        self._hashes = 0
+        self._durations: dict[ResponseKey, ResponseDurations] = {}
 
     def count_hash(self) -> None:
-        self.hashes_generated.inc({})
+        self._hashes += 1
 
     def observe_response(
         self, scope: Mapping[str, Any], route: str, status: int, seconds: float
@@ -123,18 +123,43 @@ class Metrics:
         )
         durations = self._durations.get(key)
         if durations is None:
-            labels = dict(zip(RESPONSE_LABELS, key, strict=True))
-            self.request_duration.observe(labels, seconds)
-            self._durations[key] = self.request_duration.get_value(labels)
-            self._labels[key] = labels
-            return
+            durations = self._durations[key] = ResponseDurations(key)
         durations.observe(seconds)
 
     def render(self, accept_headers: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         """The /metrics body and its headers, in the format the Accept headers ask for."""
-        # The responses counter is the duration histogram's count under the name
-        # dashboards expect: copied here, at scrape time, it is equal by construction
-        # and costs the request path nothing.
-        for key, durations in self._durations.items():
-            self.responses.set(self._labels[key], durations.observations)
+        self.hashes_generated.set({}, self._hashes)
+        for durations in self._durations.values():
+            histogram = durations.as_histogram()
+            self.request_duration.set_value(durations.labels, histogram)
+            # The responses counter is the histogram's count under the name dashboards
+            # expect: equal by construction.
+            self.responses.set(durations.labels, histogram.observations)
         return aioprometheus.render(self.registry, accept_headers)
+
+
+class ResponseDurations:
+    """The durations of one response series: how many fell in each bucket (a bound is
+    in its own bucket, as `le` says), and their sum."""
+
+    __slots__ = ("labels", "per_bucket", "sum")
+
+    def __init__(self, key: ResponseKey) -> None:
+        self.labels = dict(zip(RESPONSE_LABELS, key, strict=True))
+        self.per_bucket = [0] * (len(DURATION_BUCKETS_SECONDS) + 1)  # the last one: +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.per_bucket[bisect.bisect_left(DURATION_BUCKETS_SECONDS, seconds)] += 1
+        self.sum += seconds
+
+    def as_histogram(self) -> BucketCounts:
+        """As aioprometheus exposes a histogram: cumulative counts per upper bound."""
+        histogram = BucketCounts(*DURATION_BUCKETS_SECONDS)
+        below = 0
+        for index, bound in enumerate(list(histogram.buckets)):
+            below += self.per_bucket[index]
+            histogram.buckets[bound] = below
+        histogram.observations = below
+        histogram.sum = self.sum
+        return histogram
