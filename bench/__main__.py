@@ -474,7 +474,7 @@ def print_profile(title: str, p: dict) -> None:
 
 
 def goals(summary: dict) -> dict:
-    ratios, m = summary["throughput"]["ratios"], summary["memory"]
+    ratios, m, capacity = summary["throughput"]["ratios"], summary["memory"], summary["capacity"]
     at_half = next(r for r in summary["latency"] if r["share_of_saturation"] == 0.5)
 
     def goal(met: bool, value: str) -> dict:
@@ -490,6 +490,11 @@ def goals(summary: dict) -> dict:
             f"p99 {at_half['p99_ms']:.2f} ms, p50 {at_half['p50_ms']:.2f} ms",
         ),
         "RSS < 70 MiB idle": goal(m["rss_idle_mib"] < 70, f"{m['rss_idle_mib']:.1f} MiB"),
+        "readiness timeout covers a saturated pod": goal(
+            capacity["readiness_timeout_seconds"] >= capacity["readiness_timeout_needed_seconds"],
+            f"{capacity['readiness_timeout_seconds']} s, needs "
+            f"{capacity['readiness_timeout_needed_seconds']} s",
+        ),
         "RSS flat within 5 MiB over traffic and unknown paths": goal(
             m["rss_growth_after_warm_up_mib"] <= 5, f"{m['rss_growth_after_warm_up_mib']:+.1f} MiB"
         ),

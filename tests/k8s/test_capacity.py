@@ -19,6 +19,11 @@ def test_resources_and_hpa_target_follow_the_capacity_policy(manifest_docs: list
     }
 
 
+def test_readiness_timeout_follows_the_capacity_policy(manifest_docs: list[Doc]) -> None:
+    container = app_container(only(manifest_docs, "Deployment"))
+    assert container["readinessProbe"]["timeoutSeconds"] == capacity.READINESS_TIMEOUT_SECONDS
+
+
 def test_memory_request_leaves_the_limit_room_for_connections(manifest_docs: list[Doc]) -> None:
     resources = app_container(only(manifest_docs, "Deployment"))["resources"]
     request = int(resources["requests"]["memory"].removesuffix("Mi"))
