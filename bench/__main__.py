@@ -27,9 +27,13 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from bench.capacity import Capacity, derive_capacity
 from bench.processes import (
@@ -43,6 +47,12 @@ from bench.processes import (
 )
 from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
 from tests.support.service import http_get
+from user_hasher.hashing import parse_user_id, user_hash
+from user_hasher.lifecycle import Lifecycle
+from user_hasher.logs import AccessLog
+from user_hasher.metrics import Metrics
+from user_hasher.middleware import ASGIApp, wrap_app
+from user_hasher.settings import Settings
 
 SALT = "TESTSALT"
 SUMMARY = Path("build/bench/summary.json")
@@ -57,6 +67,7 @@ VARIANTS: dict[str, str | None] = {
 }
 # Shares of the shipped service's saturation rate at which open-loop latency is measured.
 LATENCY_SHARES = (0.5, 0.7, 0.85)
+LATENCY_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -164,10 +175,75 @@ def throughput(mode: Mode, env: dict[str, str], baseline: str | None) -> dict:
     return {"variants": variants, "ratios": ratios}
 
 
+# --- the parts, timed in process ----------------------------------------------------
+
+
+async def _per_call_us(app: ASGIApp, calls: int) -> float:
+    scope = {"type": "http", "method": "GET", "path": "/user_hash", "headers": []}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        return None
+
+    started = time.perf_counter()
+    for _ in range(calls):
+        await app(dict(scope), receive, send)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def parts(shipped_cpu_us: float, calls: int = 100_000) -> dict:
+    """What each piece of the app's own work costs per request, timed in this process
+    (best of 5 repeats: steady where HTTP rounds are noisy), and as a share of the shipped
+    service's CPU per request measured above."""
+    settings = Settings(USER_SALT=SecretStr(SALT))
+    metrics, access_log = Metrics(settings), AccessLog(settings.SLOW_REQUEST_SECONDS)
+    scope = {"method": "GET", "http_version": "1.1"}
+
+    def best(call: Callable[[], object]) -> float:
+        return min(timeit.repeat(call, number=calls, repeat=5)) / calls * 1e6
+
+    async def bare(scope: dict, receive: Callable, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    wrapped = wrap_app(
+        bare, routes={"/user_hash"}, lifecycle=Lifecycle(0), metrics=metrics, observers=()
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        middleware_us = min(
+            loop.run_until_complete(_per_call_us(wrapped, calls // 10))
+            - loop.run_until_complete(_per_call_us(bare, calls // 10))
+            for _ in range(5)
+        )
+    finally:
+        loop.close()
+    per_call = {
+        "the middleware, observers aside": middleware_us,
+        "request metrics (one observation)": best(
+            lambda: metrics.observe_response(scope, "/user_hash", 200, 0.0004)
+        ),
+        "hash counter": best(metrics.count_hash),
+        "access log, a fast success (not written)": best(
+            lambda: access_log(scope, "/user_hash", 200, 0.0004)
+        ),
+        "strict parsing and the hash": best(
+            lambda: user_hash(parse_user_id(b"user_id=TESTUSERID"), SALT)
+        ),
+    }
+    return {
+        name: {"us": us, "share_of_request": us / shipped_cpu_us} for name, us in per_call.items()
+    }
+
+
 # --- latency ------------------------------------------------------------------------
 
 
 def latency(mode: Mode, env: dict[str, str], saturation_rps: float) -> list[dict]:
+    """Each share of saturation in LATENCY_RUNS runs; a row reports the median run, so one
+    stall of a shared machine does not make the row."""
     rows = []
     server = Server("latency", None, env).start()
     try:
@@ -175,23 +251,27 @@ def latency(mode: Mode, env: dict[str, str], saturation_rps: float) -> list[dict
             wrk(server.url + TARGET, seconds=1)
         for share in LATENCY_SHARES:
             rate = share * saturation_rps
+            seconds = mode.latency_seconds / LATENCY_RUNS
             plan = LoadPlan(
                 rate=rate,
-                duration=mode.latency_seconds,
-                max_requests=int(rate * mode.latency_seconds) + 1,
+                duration=seconds,
+                max_requests=int(rate * seconds) + 1,
                 keep_alive_share=1.0,  # the server's latency, not TCP handshakes
                 keep_alive_connections=32,
             )
-            records = LoadRun(Target("127.0.0.1", server.port, SALT), plan).start().wait()
-            summary = summarize(records)
+            runs = [
+                summarize(LoadRun(Target("127.0.0.1", server.port, SALT), plan).start().wait())
+                for _ in range(LATENCY_RUNS)
+            ]
             rows.append(
                 {
                     "share_of_saturation": share,
                     "rate": rate,
-                    "requests": summary.requests,
-                    "failed": summary.failed,
-                    "p50_ms": (summary.p50 or 0) * 1000,
-                    "p99_ms": (summary.p99 or 0) * 1000,
+                    "requests": sum(run.requests for run in runs),
+                    "failed": sum(run.failed for run in runs),
+                    "p50_ms": statistics.median((run.p50 or 0) * 1000 for run in runs),
+                    "p99_ms": statistics.median((run.p99 or 0) * 1000 for run in runs),
+                    "p99_ms_runs": [round((run.p99 or 0) * 1000, 2) for run in runs],
                 }
             )
     finally:
@@ -413,12 +493,18 @@ def print_report(summary: dict) -> None:
     for name, value in t["ratios"].items():
         shown = f"{value:.1%}" if name.endswith("cost") else f"{value:.3f}x"
         print(f"  {name:<32}{shown:>9}")
-    print("\nlatency, open loop (latency from each request's intended start)")
+    print(
+        "the app's own parts, timed in process (best of 5), as shares of the shipped "
+        "service's CPU per request"
+    )
+    for name, part in summary["parts"].items():
+        print(f"  {name:<42}{part['us']:>7.2f} us {part['share_of_request']:>7.2%}")
+    print("\nlatency, open loop (from each request's intended start; the median of 3 runs)")
     for row in summary["latency"]:
         print(
             f"  {row['share_of_saturation']:>4.0%} of saturation = {row['rate']:>6.0f} req/s: "
-            f"p50 {row['p50_ms']:6.2f} ms, p99 {row['p99_ms']:6.2f} ms, "
-            f"{row['requests']} requests, {row['failed']} failed"
+            f"p50 {row['p50_ms']:6.2f} ms, p99 {row['p99_ms']:6.2f} ms "
+            f"(runs {row['p99_ms_runs']}), {row['requests']} requests, {row['failed']} failed"
         )
     m, c, s = summary["memory"], summary["connections"], summary["start_and_stop"]
     print("\nmemory of one process (RSS)")
@@ -475,6 +561,12 @@ def print_profile(title: str, p: dict) -> None:
 
 def goals(summary: dict) -> dict:
     ratios, m, capacity = summary["throughput"]["ratios"], summary["memory"], summary["capacity"]
+    parts = summary["parts"]
+    metrics_share = sum(
+        parts[name]["share_of_request"]
+        for name in ("request metrics (one observation)", "hash counter")
+    )
+    own_share = sum(part["share_of_request"] for part in parts.values())
     at_half = next(r for r in summary["latency"] if r["share_of_saturation"] == 0.5)
 
     def goal(met: bool, value: str) -> dict:
@@ -484,7 +576,9 @@ def goals(summary: dict) -> dict:
         "shipped >= 0.95x minimal Quart": goal(
             ratios["shipped / minimal Quart"] >= 0.95, f"{ratios['shipped / minimal Quart']:.3f}x"
         ),
-        "metrics cost < 3%": goal(ratios["metrics cost"] < 0.03, f"{ratios['metrics cost']:.1%}"),
+        # Timed in process: the HTTP A/B of a 1-3% effect is within a shared machine's noise.
+        "metrics < 3% of a request": goal(metrics_share < 0.03, f"{metrics_share:.2%}"),
+        "the app's own parts < 5% of a request": goal(own_share < 0.05, f"{own_share:.2%}"),
         "p99 <= 3x p50 at 50% of saturation": goal(
             at_half["p99_ms"] <= 3 * at_half["p50_ms"],
             f"p99 {at_half['p99_ms']:.2f} ms, p50 {at_half['p50_ms']:.2f} ms",
@@ -518,6 +612,8 @@ def main() -> int:
     summary: dict = {"mode": "short" if mode is SHORT else "full", "mode_settings": vars(mode)}
     summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     summary["throughput"] = throughput(mode, env, baseline)
+    shipped_cpu_us = summary["throughput"]["variants"][SHIPPED]["cpu_us_per_request_median"]
+    summary["parts"] = parts(shipped_cpu_us, calls=10_000 if mode is SHORT else 100_000)
     saturation = summary["throughput"]["variants"][SHIPPED]["rps_median"]
     summary["latency"] = latency(mode, env, saturation)
     summary["memory"] = memory(mode, env)
