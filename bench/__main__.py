@@ -7,11 +7,13 @@ each taken within one round, so drift on a shared machine cancels out. Absolute 
 are context: compare the ratios.
 
 Sections: throughput (wrk, closed loop) of the ceiling, the framework floor, the shipped
-service and the shipped service with each part switched off; latency under open-loop load
+service and the shipped service with each part switched off; the app's own parts timed in
+process, as shares of a request; latency under open-loop load
 at fixed shares of saturation (tests/support/openloop.py, latency from each request's
 intended start); memory (RSS) idle, after traffic, after unknown paths, with idle and
 half-sent connections; /metrics render time; start and stop times; a profile of the
 shipped service under load (py-spy); and the pod sizing that follows (bench/capacity.py).
+bench/report.py prints the table and judges the goals.
 `--short` runs every row for a second or two, only to keep the harness working.
 """
 
