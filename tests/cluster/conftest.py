@@ -17,7 +17,6 @@ Numbers worth reading (timings, measurements) are printed at the end of the run.
 from __future__ import annotations
 
 import http.client
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,15 @@ from tests.k8s.manifests import (
     only,
     package_version,
 )
-from tests.support.local_cluster import ClusterError, LocalCluster, bundle_problem
+from tests.support.local_cluster import (
+    BUNDLE_MARKS,
+    ClusterError,
+    LocalCluster,
+    bundle_problem,
+    cluster_processes,
+    host_network_state,
+    left_behind,
+)
 
 NAMESPACE = "user-hasher"
 APP = "user-hasher"
@@ -63,8 +70,6 @@ MODULE_ORDER = [
 ]
 # Back to 3 ready pods of one revision after a test disturbed them: a rollout of 3 steps.
 STEADY_TIMEOUT_SECONDS = 240
-# What the cluster must not leave behind (the bundle's README, "Network fences").
-CLUSTER_MARKS = re.compile(r"KUBE-|kcluster|cni0|kube-svc0|10\.244\.|10\.96\.")
 
 _numbers: list[str] = []
 
@@ -97,36 +102,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=position)
 
 
-def host_network_state() -> str:
-    """The routes, links and iptables rules that mention the cluster's names or ranges."""
-    outputs = [
-        subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
-        for command in (["ip", "route", "show"], ["ip", "-o", "link", "show"], ["iptables-save"])
-    ]
-    lines = [line for output in outputs for line in output.splitlines()]
-    # iptables-save's counters and timestamps change on their own.
-    return "\n".join(
-        sorted(
-            re.sub(r"\[\d+:\d+\]", "", line)
-            for line in lines
-            if CLUSTER_MARKS.search(line) and not line.startswith("#")
-        )
-    )
-
-
-def leftovers(before: str) -> list[str]:
+def leftovers(before: frozenset[str]) -> list[str]:
     problems = []
     if subprocess.run(["ip", "link", "show", "cni0"], capture_output=True).returncode == 0:
         problems.append("the bridge cni0 still exists")
-    after = host_network_state()
-    if after != before:
-        problems.append(f"routes, links or iptables rules differ:\n{after}\nbefore:\n{before}")
-    processes = subprocess.run(
-        ["pgrep", "-a", "-f", "kcluster"], capture_output=True, text=True, timeout=30
-    ).stdout
-    processes = "\n".join(line for line in processes.splitlines() if "pgrep" not in line)
-    if processes:
-        problems.append(f"cluster processes still run:\n{processes}")
+    if network := left_behind(before, host_network_state()):
+        problems.append("routes, links or iptables rules:\n" + "\n".join(network))
+    if processes := cluster_processes():
+        problems.append("cluster processes still run:\n" + "\n".join(processes))
     return problems
 
 
@@ -139,6 +122,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         pytest.skip(f"SKIPPED LOUDLY: live-cluster tests NOT RUN: {problem}")
     image = build_image()
     before = host_network_state()
+    if stale := sorted(line for line in before if BUNDLE_MARKS.search(line)):
+        # A killed run's bridge, routes and rules: start-cluster.sh clears them.
+        report(f"before the start: {len(stale)} routes, links or rules a killed cluster left")
     log = tmp_path_factory.mktemp("cluster") / "start-cluster.log"
     started = time.monotonic()
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,46 @@ def tool_path() -> str:
     """PATH with this venv's bin first: its kubectl is pinned (`kubectl` on a machine's
     PATH may be too old for the cluster), and `make` finds the same tools."""
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+# What a cluster puts on the machine (the bundle's README, "Network fences"): its bridge and
+# service device, its routes, its iptables rules and kube-proxy's chains.
+CLUSTER_MARKS = re.compile(r"KUBE-|kcluster|cni0|kube-svc0|10\.244\.|10\.96\.")
+# Of those, what only this bundle makes (a machine may run some other kube-proxy's KUBE- chains).
+BUNDLE_MARKS = re.compile(r"kcluster|cni0|kube-svc0|10\.244\.|10\.96\.")
+
+
+def host_network_state() -> frozenset[str]:
+    """The routes, links and iptables rules that carry the cluster's names or ranges."""
+    outputs = [
+        subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+        for command in (["ip", "route", "show"], ["ip", "-o", "link", "show"], ["iptables-save"])
+    ]
+    # Interface indexes, iptables counters and timestamps change on their own.
+    return frozenset(
+        re.sub(r"^\d+: |\[\d+:\d+\]", "", line).strip()
+        for output in outputs
+        for line in output.splitlines()
+        if CLUSTER_MARKS.search(line) and not line.startswith("#")
+    )
+
+
+def left_behind(before: frozenset[str], after: frozenset[str]) -> list[str]:
+    """What a start and stop left on the machine, from snapshots taken before the start and
+    after the stop: every line that was not there before, and every line of the bundle's own
+    still there. start-cluster.sh clears what a killed cluster left, so such a line in `before`
+    must be gone `after` too; one of another system's (KUBE- chains of its own) may stay."""
+    added = sorted(after - before)
+    kept = sorted(line for line in after & before if BUNDLE_MARKS.search(line))
+    return [f"added: {line}" for line in added] + [f"still there: {line}" for line in kept]
+
+
+def cluster_processes() -> list[str]:
+    """Processes of a local cluster (their command lines name its state or socket directory)."""
+    listing = subprocess.run(
+        ["pgrep", "-a", "-f", "kcluster"], capture_output=True, text=True, timeout=30
+    ).stdout
+    return [line for line in listing.splitlines() if "pgrep" not in line]
 
 
 @dataclass(frozen=True)
