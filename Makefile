@@ -161,6 +161,16 @@ test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make t
 rehearse: install ## Prove zero downtime on a local cluster of its own: scenarios under load (~5 min; root)
 	$(PY) -m rehearsal
 
+# The in-cluster check's load: requests per second, and seconds (10 s steady, the rollout,
+# and at least 10 s after it; raise it where a rollout takes longer).
+CHECK_RATE ?= 200
+CHECK_SECONDS ?= 75
+
+.PHONY: rollout-check
+rollout-check: install ## Load the Service by DNS name from a Job in the cluster during `kubectl rollout restart`; 0 failed or exit 1
+	$(PY) -m rehearsal.rollout_check --context $(MINIKUBE_PROFILE) --namespace $(K8S_NAMESPACE) \
+		--deployment $(K8S_APP) --rate $(CHECK_RATE) --seconds $(CHECK_SECONDS)
+
 .PHONY: undeploy
 undeploy: ## Delete everything user_hasher.yaml created in minikube (the namespace too)
 	$(KUBECTL) delete -f $(MANIFEST) --ignore-not-found --wait --timeout=$(ROLLOUT_TIMEOUT)

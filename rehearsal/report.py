@@ -264,6 +264,23 @@ def _not_ready(seconds: dict[str, float | None]) -> str:
     return ", ".join("?" if s is None else f"{s * 1000:+.0f}" for s in seconds.values()) or "-"
 
 
+def scenario_rows(scenarios: list[dict[str, Any]]) -> list[str]:
+    """A table of scenario_summary()s: a header, then a line per scenario."""
+    lines = [
+        f"{'scenario':<25}{'role':<17}{'requests':>9}{'failed':>7}  {'steady':>12}"
+        f"{'during':>13}  {'SIGTERM->not ready':<20} errors",
+        f"{'':<60}{'p50/p99 ms':>12}{'p50/p99 ms':>13}  {'ms, per pod':<20}",
+    ]
+    for s in scenarios:
+        errors = ", ".join(f"{kind} {count}" for kind, count in s["errors_by_kind"].items())
+        lines.append(
+            f"{s['name']:<25}{s['role']:<17}{s['requests']:>9,}{s['failed']:>7,}  "
+            f"{_percentiles(s['steady']):>12}{_percentiles(s['during']):>13}  "
+            f"{_not_ready(s['sigterm_to_not_ready_s']):<20} {errors or '-'}".rstrip()
+        )
+    return lines
+
+
 def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
     saturation = data["saturation_per_s"]
     of_saturation = (
@@ -274,18 +291,9 @@ def human_summary(data: dict[str, Any], outputs: list[Path]) -> str:
         f"Rehearsal against {data['target']}: {data['requests']:,} requests in {seconds:.0f} s "
         f"at {data['rate_per_s']:,}/s{of_saturation}, {data['failed']:,} failed",
         "",
-        f"{'scenario':<25}{'role':<17}{'requests':>9}{'failed':>7}  {'steady':>12}"
-        f"{'during':>13}  {'SIGTERM->not ready':<20} errors",
-        f"{'':<60}{'p50/p99 ms':>12}{'p50/p99 ms':>13}  {'ms, per pod':<20}",
+        *scenario_rows(data["scenarios"]),
+        "",
     ]
-    for s in data["scenarios"]:
-        errors = ", ".join(f"{kind} {count}" for kind, count in s["errors_by_kind"].items())
-        lines.append(
-            f"{s['name']:<25}{s['role']:<17}{s['requests']:>9,}{s['failed']:>7,}  "
-            f"{_percentiles(s['steady']):>12}{_percentiles(s['during']):>13}  "
-            f"{_not_ready(s['sigterm_to_not_ready_s']):<20} {errors or '-'}"
-        )
-    lines.append("")
     for gate in data["gates"]:
         lines.append(f"{'PASS' if gate['passed'] else 'FAIL'}  {gate['name']}: {gate['detail']}")
     ratio = data["p99_during_over_steady_median"]

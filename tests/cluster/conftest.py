@@ -66,6 +66,7 @@ MODULE_ORDER = [
     "test_disruptions.py",
     "test_rollouts.py",
     "test_rehearsal.py",
+    "test_rollout_check.py",
     "test_undeploy.py",
 ]
 # Back to 3 ready pods of one revision after a test disturbed them: a rollout of 3 steps.

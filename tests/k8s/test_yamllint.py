@@ -6,7 +6,13 @@ from pathlib import Path
 
 from tests.k8s.manifests import REPO
 
-LINTED = ["k8s", "user_hasher.yaml", "tests/k8s/prometheus_rules_test.yaml", ".yamllint.yaml"]
+LINTED = [
+    "k8s",
+    "user_hasher.yaml",
+    "tests/k8s/prometheus_rules_test.yaml",
+    "rehearsal/rollout-check-job.yaml",
+    ".yamllint.yaml",
+]
 
 
 def yamllint(*paths: str) -> subprocess.CompletedProcess[str]:

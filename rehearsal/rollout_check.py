@@ -1,0 +1,279 @@
+"""`make rollout-check`: zero downtime checked from inside a real cluster.
+
+The project's open-loop load generator runs as a Kubernetes Job (rollout-check-job.yaml)
+in the app's namespace and sends requests to the Service by its DNS name, both client
+kinds at once, while this script runs `kubectl rollout restart` on the Deployment and
+waits for it. Then it reads every request's record from the Job's log and prints the
+rehearsal's summary; exit 1 when a request failed or the check proved nothing.
+
+Only kubectl is needed (context --context, minikube by default): it works on any cluster
+where the app is deployed, and needs no root. With NetworkPolicy enforced (minikube:
+`minikube start --cni=calico`) it also proves the policy admits clients in the cluster.
+Run it from the repository root: the ConfigMap it creates holds rehearsal/in_cluster_load.py
+and tests/support/openloop.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rehearsal.report import (
+    MIN_REQUESTS_PER_CLIENT,
+    Event,
+    Gate,
+    Role,
+    Scenario,
+    scenario_rows,
+    scenario_summary,
+    write_summary,
+)
+from tests.support.openloop import Client, Error, RequestRecord, summarize
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+JOB_MANIFEST = HERE / "rollout-check-job.yaml"
+# The files the Job's pod runs, under the names it imports them by.
+LOAD_FILES = {
+    "in_cluster_load.py": HERE / "in_cluster_load.py",
+    "openloop.py": REPO_ROOT / "tests" / "support" / "openloop.py",
+}
+KUBECTL_TIMEOUT_SECONDS = 120.0
+# From applying the Job to its first line: a pod start, and a first image load at worst.
+START_TIMEOUT_SECONDS = 180.0
+# Load after the rollout completed: the last old pod's drain (DRAIN_SECONDS) and exit.
+TAIL_SECONDS = 10.0
+# After the load's last intended start: the generator's request timeout, and its output.
+FINISH_SECONDS = 60.0
+
+
+class CheckError(RuntimeError):
+    pass
+
+
+class Kubectl:
+    def __init__(self, context: str, namespace: str) -> None:
+        self.prefix = ["kubectl", "--context", context, "--namespace", namespace]
+
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = KUBECTL_TIMEOUT_SECONDS
+    ) -> str:
+        result = subprocess.run(
+            [*self.prefix, *args], input=input, capture_output=True, text=True, timeout=timeout
+        )
+        if result.returncode != 0:
+            raise CheckError(
+                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}"
+            )
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("get", *args, "-o", "json"))
+
+
+def job_manifest(image: str, name: str, host: str, port: int, rate: float, seconds: float) -> str:
+    job = yaml.safe_load(JOB_MANIFEST.read_text())
+    job["metadata"]["name"] = name
+    job["spec"]["activeDeadlineSeconds"] = int(START_TIMEOUT_SECONDS + seconds + FINISH_SECONDS)
+    pod = job["spec"]["template"]["spec"]
+    pod["volumes"][0]["configMap"]["name"] = name
+    (container,) = pod["containers"]
+    container["image"] = image
+    container["args"] = [f"--{k}={v}" for k, v in (("host", host), ("port", port))]
+    container["args"] += [f"--rate={rate}", f"--seconds={seconds}"]
+    return json.dumps(job)
+
+
+def parse_log(log: str) -> tuple[float, list[RequestRecord]]:
+    """The Job's output: (epoch seconds at zero on the records' clock, the records)."""
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith(("{", "["))]
+    if not lines or "started_at" not in lines[0]:
+        raise CheckError(f"the load Job's log does not start with started_at: {log[:500]!r}")
+    rows = [line for line in lines if isinstance(line, list)]
+    if lines[-1] != {"records": len(rows)}:
+        raise CheckError(f"the load Job's log ends early: {len(rows)} records, then {lines[-1]}")
+    records = [
+        RequestRecord(
+            intended,
+            latency,
+            Client(client),
+            status,
+            None if error is None else Error(error),
+            detail,
+            wait=wait,
+        )
+        for intended, latency, client, status, error, wait, detail in rows
+    ]
+    return lines[0]["started_at"], records
+
+
+def wait_for(condition: Any, timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while (value := condition()) is None:
+        if time.monotonic() > deadline:
+            raise CheckError(f"no {what} within {timeout:.0f} s")
+        time.sleep(every)
+    return value
+
+
+class RolloutCheck:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.o = options
+        self.kubectl = Kubectl(options.context, options.namespace)
+        self.job = f"{options.deployment}-rollout-check"
+
+    def app_pods(self, selector: str) -> set[str]:
+        return {
+            pod["metadata"]["name"] for pod in self.kubectl.json("pods", "-l", selector)["items"]
+        }
+
+    def first_line(self) -> float | None:
+        result = subprocess.run(
+            [*self.kubectl.prefix, "logs", f"job/{self.job}"],
+            capture_output=True,
+            text=True,
+            timeout=KUBECTL_TIMEOUT_SECONDS,
+        )
+        first = result.stdout.partition("\n")[0]
+        return json.loads(first)["started_at"] if first.startswith("{") else None
+
+    def job_finished(self) -> str | None:
+        status = self.kubectl.json(f"job/{self.job}").get("status", {})
+        return (
+            "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else None
+        )
+
+    def run(self) -> dict[str, Any]:
+        o, kubectl = self.o, self.kubectl
+        deployment = kubectl.json(f"deployment/{o.deployment}")
+        (image,) = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        service = kubectl.json(f"service/{o.deployment}")
+        port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+        # Fully qualified, with the root dot: resolved as is, no search-path lookups first.
+        host = f"{o.deployment}.{o.namespace}.svc.{o.cluster_domain}."
+        pods_before = self.app_pods(selector)
+
+        kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=true")
+        files = [f"--from-file={name}={path}" for name, path in LOAD_FILES.items()]
+        configmap = kubectl("create", "configmap", self.job, *files, "--dry-run=client", "-o=json")
+        kubectl("apply", "-f", "-", input=configmap)
+        job = job_manifest(image, self.job, host, port, o.rate, o.seconds)
+        kubectl("apply", "-f", "-", input=job)
+        try:
+            try:
+                started_at = wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
+            except CheckError as error:
+                raise CheckError(f"{error}:\n{kubectl('describe', 'job', self.job)}") from None
+            time.sleep(max(0.0, started_at + o.steady - time.time()))
+            restart = time.time() - started_at
+            kubectl("rollout", "restart", f"deployment/{o.deployment}")
+            kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
+            complete = time.time() - started_at
+            print(f"rollout-check: rollout restart complete after {complete - restart:.1f} s")
+            remaining = started_at + o.seconds + FINISH_SECONDS - time.time()
+            outcome = wait_for(self.job_finished, remaining, "end of the load Job", every=1.0)
+            log = kubectl("logs", f"job/{self.job}", timeout=300)
+            pods_after = self.app_pods(selector)
+        finally:
+            kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=false")
+            kubectl("delete", "configmap", self.job, "--ignore-not-found")
+        if outcome != "succeeded":
+            raise CheckError(f"the load Job {outcome}:\n{log[-2000:]}")
+        started_at, records = parse_log(log)
+
+        scenario = Scenario("rollout restart", Role.ROLLOUT, 0.0, restart, o.seconds)
+        scenario.events = [
+            Event(restart, "kubectl rollout restart"),
+            Event(complete, "rollout complete"),
+        ]
+        during = summarize(records, restart, o.seconds)
+        rolling = summarize(records, restart, complete)
+        whole = summarize(records)
+        kinds = all(
+            during.requests_by_client.get(client, 0) >= MIN_REQUESTS_PER_CLIENT for client in Client
+        )
+        checks = [
+            Gate(
+                "0 failed requests",
+                whole.failed == 0 and kinds,
+                f"{whole.failed:,} of {whole.requests:,} failed; from the restart on "
+                f"{during.requests_by_client}, {rolling.requests:,} of them while it rolled",
+            ),
+            Gate(
+                f"the load ran on for {TAIL_SECONDS:.0f} s after the rollout completed",
+                o.seconds - complete >= TAIL_SECONDS,
+                f"{o.seconds - complete:.1f} s (--seconds {o.seconds:g})",
+            ),
+            Gate(
+                "every pod was replaced",
+                bool(pods_after) and not pods_before & pods_after,
+                f"{len(pods_before)} before, {len(pods_after)} after, "
+                f"{len(pods_before & pods_after)} kept",
+            ),
+        ]
+        return {
+            "target": f"http://{host}:{port} from a pod of Job {self.job}",
+            "image": image,
+            "rate_per_s": o.rate,
+            "requests": whole.requests,
+            "failed": whole.failed,
+            "rollout_s": round(complete - restart, 3),
+            "requests_while_rolling": rolling.requests,
+            "scenarios": [scenario_summary(records, scenario)],
+            "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in checks],
+            "passed": all(g.passed for g in checks),
+        }
+
+
+def human_summary(data: dict[str, Any], output: Path) -> str:
+    lines = [
+        f"Rollout check against {data['target']}: {data['requests']:,} requests "
+        f"at {data['rate_per_s']:g}/s, {data['failed']:,} failed",
+        "",
+        *scenario_rows(data["scenarios"]),
+        "",
+        *(
+            f"{'PASS' if g['passed'] else 'FAIL'}  {g['name']}: {g['detail']}"
+            for g in data["gates"]
+        ),
+        f"wrote {output}",
+        f"RESULT: {'PASS' if data['passed'] else 'FAIL'}",
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rehearsal.rollout_check", description=__doc__)
+    parser.add_argument("--context", default="minikube", help="kubectl context")
+    parser.add_argument("--namespace", default="user-hasher")
+    parser.add_argument("--deployment", default="user-hasher", help="also the Service's name")
+    parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument(
+        "--seconds", type=float, default=75.0, help="of load: steady + rollout + 10 s at least"
+    )
+    parser.add_argument("--steady", type=float, default=10.0, help="seconds before the restart")
+    parser.add_argument("--timeout", type=int, default=300, help="for the rollout, seconds")
+    parser.add_argument("--out", type=Path, default=Path("build/rollout-check/summary.json"))
+    options = parser.parse_args(argv)
+    try:
+        data = RolloutCheck(options).run()
+    except (CheckError, subprocess.TimeoutExpired) as error:
+        print(f"rollout-check: {error}", file=sys.stderr)
+        return 1
+    write_summary(data, options.out)
+    print(human_summary(data, options.out))
+    return 0 if data["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
