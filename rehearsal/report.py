@@ -113,6 +113,11 @@ def scenario_summary(records: list[RequestRecord], scenario: Scenario) -> dict[s
     whole = summarize(records, scenario.start, scenario.end)
     window = in_window(records, scenario.start, scenario.end)
     failures = sorted((r for r in window if not r.ok), key=lambda r: r.intended)
+    # The first failures, and the first of every other kind, so each kind has an example.
+    samples = failures[:FAILURE_SAMPLES]
+    for r in failures[FAILURE_SAMPLES:]:
+        if r.error not in {sample.error for sample in samples}:
+            samples.append(r)
     ratio = p99_ratio(records, scenario)
     return {
         "name": scenario.name,
@@ -148,7 +153,7 @@ def scenario_summary(records: list[RequestRecord], scenario: Scenario) -> dict[s
                 "error": str(r.error),
                 "detail": r.detail,
             }
-            for r in failures[:FAILURE_SAMPLES]
+            for r in samples
         ],
     }
 

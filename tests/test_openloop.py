@@ -6,9 +6,12 @@ tiny servers on real loopback sockets here. No test asserts an absolute duration
 timing checks compare the generator's records with moments the test itself took.
 """
 
+import os
+import shutil
 import signal
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -266,6 +269,29 @@ def test_a_connection_closed_without_an_answer_is_an_empty_response(
 def test_nothing_listening_is_refused() -> None:
     records = run_briefly(free_port())
     assert {(record.error, record.status) for record in records} == {(Error.REFUSED, None)}
+
+
+@pytest.fixture
+def host_unreachable_port() -> Iterator[int]:
+    """A loopback port whose connections the kernel answers with ICMP host unreachable, as
+    it does for a pod IP that no longer answers ARP; the iptables rule goes afterwards."""
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("SKIPPED LOUDLY: needs root and iptables for an ICMP host-unreachable rule")
+    port = free_port()
+    rule = ["OUTPUT", "-d", "127.0.0.1/32", "-p", "tcp", "--dport", str(port)]
+    rule += ["-m", "comment", "--comment", "user_hasher test", "-j", "REJECT"]
+    rule += ["--reject-with", "icmp-host-unreachable"]
+    subprocess.run(["iptables", "-I", *rule], check=True, timeout=30)
+    try:
+        yield port
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True, timeout=30)
+
+
+def test_an_address_with_no_host_is_unreachable(host_unreachable_port: int) -> None:
+    records = run_briefly(host_unreachable_port)
+    assert {(record.error, record.status) for record in records} == {(Error.UNREACHABLE, None)}
+    assert "Errno 113" in records[0].detail  # EHOSTUNREACH
 
 
 def test_a_server_that_never_answers_is_a_timeout_counted_from_the_intended_start() -> None:

@@ -148,6 +148,17 @@ def test_summary_holds_each_scenarios_numbers() -> None:
     assert data["started_at"] == "2023-11-14T22:13:20Z"
 
 
+def test_failure_samples_hold_an_example_of_every_kind() -> None:
+    refused = [failed(5 + n / 100) for n in range(30)]
+    unreachable = RequestRecord(8.0, 3.0, Client.NEW_CONNECTION, None, Error.UNREACHABLE, "113")
+    control = rehearsal_of(("no-drain", Role.NEGATIVE_CONTROL, [*refused, unreachable]))
+
+    (scenario,) = summary(control)["scenarios"]
+
+    samples = [sample["error"] for sample in scenario["failure_samples"]]
+    assert samples == ["refused"] * 20 + ["unreachable"]
+
+
 def test_human_summary_names_every_scenario_and_ends_with_the_verdict() -> None:
     text = human_summary(summary(rehearsal_of(*CLEAN)), [Path("summary.json")])
     for name in ("restart", "scale-down", "sigkill", "no-drain"):

@@ -32,9 +32,9 @@ SCENARIOS = {
     "restart without drain": "negative-control",
 }
 # What a client sees from a pod that stops without a drain: nothing listens, its connection
-# closes under a request, or its address is gone before kube-proxy stops sending to it. Never
-# an answer that is wrong or a 5xx.
-NO_DRAIN_ERRORS = {"refused", "reset", "empty-response", "timeout"}
+# closes under a request, or its address is gone before kube-proxy stops sending to it
+# (unanswered, or unreachable once ARP gives up). Never an answer that is wrong or a 5xx.
+NO_DRAIN_ERRORS = {"refused", "reset", "empty-response", "timeout", "unreachable"}
 
 
 def plain_values(env: list[dict[str, Any]]) -> dict[str, str]:

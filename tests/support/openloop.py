@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import hashlib
 import math
 import threading
@@ -46,7 +47,10 @@ class Error(enum.StrEnum):
     TIMEOUT = "timeout"  # no full answer within `timeout` of the intended start
     SERVER_ERROR = "5xx"
     BAD_RESPONSE = "bad-response"  # another status, a wrong body, or an answer cut short
-    OTHER = "other"  # any other socket error, e.g. no route or no ephemeral port left
+    # No host at the address: a pod's IP gone (its ARP unanswered, ~3 s) while traffic is
+    # still sent to it.
+    UNREACHABLE = "unreachable"
+    OTHER = "other"  # any other socket error, e.g. no ephemeral port left
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ def _classify(error: BaseException) -> Error:
             return Error.RESET
         case TimeoutError():
             return Error.TIMEOUT
+        case OSError(errno=errno.EHOSTUNREACH | errno.ENETUNREACH):
+            return Error.UNREACHABLE
         case asyncio.IncompleteReadError(partial=b""):
             return Error.EMPTY
         case OSError():
