@@ -170,16 +170,20 @@ class RolloutCheck:
         kubectl("apply", "-f", "-", input=job)
         try:
             try:
-                started_at = wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
+                wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
             except CheckError as error:
                 raise CheckError(f"{error}:\n{kubectl('describe', 'job', self.job)}") from None
-            time.sleep(max(0.0, started_at + o.steady - time.time()))
-            restart = time.time() - started_at
+            # This machine's clock only: the node's may differ from it (a minikube VM after a
+            # laptop slept). The records' zero is taken as when the first line was seen, at
+            # most a poll late, so events sit at most that much early on the records' clock.
+            origin = time.monotonic()
+            time.sleep(o.steady)
+            restart = time.monotonic() - origin
             kubectl("rollout", "restart", f"deployment/{o.deployment}")
             kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
-            complete = time.time() - started_at
+            complete = time.monotonic() - origin
             print(f"rollout-check: rollout restart complete after {complete - restart:.1f} s")
-            remaining = started_at + o.seconds + FINISH_SECONDS - time.time()
+            remaining = max(FINISH_SECONDS, origin + o.seconds + FINISH_SECONDS - time.monotonic())
             outcome = wait_for(self.job_finished, remaining, "end of the load Job", every=1.0)
             log = kubectl("logs", f"job/{self.job}", timeout=300)
             pods_after = self.app_pods(selector)
@@ -188,7 +192,7 @@ class RolloutCheck:
             kubectl("delete", "configmap", self.job, "--ignore-not-found")
         if outcome != "succeeded":
             raise CheckError(f"the load Job {outcome}:\n{log[-2000:]}")
-        started_at, records = parse_log(log)
+        _, records = parse_log(log)
 
         scenario = Scenario("rollout restart", Role.ROLLOUT, 0.0, restart, o.seconds)
         scenario.events = [

@@ -54,6 +54,7 @@ def policy_rejections(tmp_path: Path) -> Iterator[Path]:
                 "tcpdump",
                 "-i",
                 "cni0",
+                "--immediate-mode",  # each packet reaches the file as it is captured
                 "-n",
                 "-l",
                 "-tt",
@@ -91,7 +92,7 @@ def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
     )
 
     seconds = time.monotonic() - started
-    time.sleep(1)  # tcpdump writes what it captured
+    time.sleep(1)  # the last packets reach the file
     rejected_syns = policy_rejections.read_text().splitlines()
     assert SUMMARY.exists(), result.stdout[-4000:]
     data = json.loads(SUMMARY.read_text())
