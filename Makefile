@@ -30,7 +30,12 @@ run: install ## Set up and run the service on 127.0.0.1 (empty salt unless USER_
 	HOST=127.0.0.1 DRAIN_SECONDS=$${DRAIN_SECONDS:-0} $(PY) -m user_hasher
 
 .PHONY: test
-test: install lint manifest-check ## Set up and run every check and test (what CI runs)
+test: install ## The fast loop: set up, ruff, and the tests that mirror src/ (tests/unit; seconds)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest tests/unit
+
+.PHONY: check
+check: install lint manifest-check ## The full check CI runs: every suite (processes, tooling, k8s, container, cluster)
 	$(PY) -m pytest
 
 .PHONY: lint

@@ -167,10 +167,10 @@ def _copy_package(package_dir: Path, root: Path) -> Path:
 
 
 def _nearest_tests(path: str) -> tuple[Path, ...]:
-    """hashing.py: tests/test_hashing.py; blueprints/health.py: tests/blueprints/test_health.py;
-    metrics.py: tests/metrics/."""
+    """hashing.py: tests/unit/test_hashing.py; blueprints/health.py:
+    tests/unit/blueprints/test_health.py."""
     source = Path(path)
-    parent = Path("tests", source.parent)
+    parent = Path("tests", "unit", source.parent)
     return (parent / f"test_{source.stem}.py", parent / source.stem)
 
 

@@ -1,7 +1,7 @@
 """A real Prometheus server for tests: any binary, any scrape config.
 
 It listens on a free loopback port, keeps its data in the given directory, and is stopped
-by its PID. Every wait is bounded. tests/metrics runs Debian's Prometheus against one
+by its PID. Every wait is bounded. tests/process runs Debian's Prometheus against one
 process; tests/cluster runs Prometheus 3 with Kubernetes discovery against the cluster.
 """
 

@@ -3,7 +3,7 @@
 import aioprometheus
 import pytest
 
-from tests.metrics.support import (
+from tests.metrics_text import (
     DURATION,
     FAMILIES,
     HASHES,

@@ -1,7 +1,3 @@
-import json
-import subprocess
-import sys
-
 import pytest
 
 from user_hasher import __version__
@@ -119,18 +115,3 @@ def test_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.PORT == 8000
     assert not settings.salt_is_set
-
-
-def test_process_exits_2_with_a_clear_error_and_no_secret() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "user_hasher"],
-        env={"PORT": "not-a-port", "USER_SALT": "SUPERSECRETSALT", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    error = json.loads(result.stderr)
-    assert error["level"] == "CRITICAL"
-    assert "PORT" in error["message"]
-    assert b"SUPERSECRETSALT" not in result.stdout + result.stderr

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import SALT
-from tests.metrics.support import HASHES, RESPONSES, by_response, value
+from tests.metrics_text import HASHES, RESPONSES, by_response, value
 from user_hasher.app import Service, create_service
 from user_hasher.metrics import Metrics
 from user_hasher.middleware import Scope

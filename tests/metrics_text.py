@@ -24,7 +24,7 @@ FAMILIES = {
 DURATION = "user_hasher_http_request_duration_seconds"
 RESPONSES = "user_hasher_http_responses_total"
 HASHES = "user_hasher_hashes_generated_total"
-DASHBOARD = Path(__file__).parents[2] / "dashboards" / "user_hasher.json"
+DASHBOARD = Path(__file__).parents[1] / "dashboards" / "user_hasher.json"
 
 Series = tuple[str, frozenset[tuple[str, str]]]
 

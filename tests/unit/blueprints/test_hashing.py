@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from tests.metrics.support import HASHES, value
+from tests.metrics_text import HASHES, value
 from user_hasher.app import Service, create_service
 from user_hasher.hashing import MAX_USER_ID_LENGTH
 from user_hasher.settings import Settings

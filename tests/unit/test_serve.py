@@ -1,5 +1,5 @@
 """server.py inside the test process: Hypercorn on a real loopback socket, and real signals
-sent to this process. tests/test_server.py proves the same end to end with real processes
+sent to this process. tests/process/test_server.py proves the same end to end with real processes
 (slow); these run with the fast tests, so they also judge mutants of server.py."""
 
 import asyncio

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import SALT
-from tests.metrics.support import (
+from tests.metrics_text import (
     DURATION,
     EXPECTED_HASHES,
     EXPECTED_RESPONSES,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.metrics.support import RESPONSES, by_response
+from tests.metrics_text import RESPONSES, by_response
 from user_hasher.app import Service, create_app, create_service
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.metrics import Metrics

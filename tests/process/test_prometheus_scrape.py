@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SALT
-from tests.metrics.support import (
+from tests.metrics_text import (
     DASHBOARD,
     EXPECTED_HASHES,
     EXPECTED_RESPONSES,

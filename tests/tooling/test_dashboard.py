@@ -4,7 +4,7 @@
 import json
 import re
 
-from tests.metrics.support import DASHBOARD, FAMILIES
+from tests.metrics_text import DASHBOARD, FAMILIES
 
 # The families and their histogram series, plus Prometheus's own per-target `up`.
 KNOWN_NAMES = {

@@ -1,5 +1,5 @@
 """`python -m user_hasher`'s main(), called in the test process: its exit codes and the
-one-line JSON it leaves for the operator. tests/test_server.py runs the real command."""
+one-line JSON it leaves for the operator. tests/process/test_server.py runs the real command."""
 
 import json
 import logging
