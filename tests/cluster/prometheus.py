@@ -1,16 +1,16 @@
 """Prometheus 3 with Kubernetes service discovery (../shared/prometheus, or $PROMETHEUS_BUNDLE)
-run against the local cluster with README's scrape config, for the cluster tests.
+run against the local cluster with the project's scrape config, for the cluster tests.
 
-README, "Prometheus scrape config", holds the config for clusters without the Prometheus
-Operator; the tests run exactly that block, adding only what a Prometheus outside the
-cluster needs to reach its API (address, CA, client certificate) and a 1 s interval.
+k8s/monitoring/prometheus/scrape-config.yaml is the config for clusters without the Prometheus
+Operator (docs/operating.md shows it to operators); the tests run exactly that file, adding
+only what a Prometheus outside the cluster needs to reach its API (address, CA, client
+certificate) and a 1 s interval.
 """
 
 from __future__ import annotations
 
 import lzma
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from tests.support.local_cluster import LocalCluster
 from tests.support.prometheus import PrometheusServer
 
 BUNDLE_ENV = "PROMETHEUS_BUNDLE"
-README_SECTION = "### Prometheus scrape config"
+SCRAPE_CONFIG = REPO / "k8s" / "monitoring" / "prometheus" / "scrape-config.yaml"
 
 
 def bundle_binary() -> Path:
@@ -29,17 +29,14 @@ def bundle_binary() -> Path:
     return bundle / "prometheus.xz"
 
 
-def readme_scrape_config() -> dict[str, Any]:
-    """The first ```yaml block after README's "Prometheus scrape config" heading."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index(README_SECTION) :]
-    match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
-    assert match, f"README's {README_SECTION!r} has no yaml block"
-    return yaml.safe_load(match.group(1))
+def scrape_config() -> dict[str, Any]:
+    """The scrape config operators add to a Prometheus without the Operator, as committed."""
+    config: dict[str, Any] = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    return config
 
 
 class ClusterPrometheus(PrometheusServer):
-    """The bundle's Prometheus with README's scrape config, reaching the cluster's API from
+    """The bundle's Prometheus with the project's scrape config, reaching the cluster's API from
     outside it (address, CA and client certificate added)."""
 
     def __init__(self, workdir: Path, cluster: LocalCluster) -> None:
@@ -48,7 +45,7 @@ class ClusterPrometheus(PrometheusServer):
             while chunk := packed.read(1 << 20):
                 unpacked.write(chunk)
         binary.chmod(0o755)
-        config = readme_scrape_config()
+        config = scrape_config()
         for job in config["scrape_configs"]:
             for discovery in job["kubernetes_sd_configs"]:
                 discovery["api_server"] = cluster.api_server
