@@ -228,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "rendered",
         )
     )
-    print(
-        f"{args.rules} is stale: run scripts/k8s/render_prometheus_rules.py", file=sys.stderr
-    )
+    print(f"{args.rules} is stale: run scripts/k8s/render_prometheus_rules.py", file=sys.stderr)
     return 1
 
 
