@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.manifests import MONITORING_DIR, load_documents
+from tests.k8s.manifests import MONITORING_DIR
 from tests.metrics_text import DASHBOARD, FAMILIES
+from tests.support.prometheus_rules import recorded_names, rule_groups
 from tests.support.tools import require_tool
 
 # The families and their histogram series, plus Prometheus's own per-target `up`.
@@ -34,13 +35,6 @@ NAMESPACE = "user-hasher"
 
 def dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
-
-
-def recorded_names() -> set[str]:
-    (rule,) = load_documents(MONITORING_DIR / "prometheusrule.yaml")
-    return {
-        r["record"] for group in rule["spec"]["groups"] for r in group["rules"] if "record" in r
-    }
 
 
 def metric_names(expr: str) -> set[str]:
@@ -133,8 +127,7 @@ def promtool_expectation(expr: str, samples: list[tuple[str, float]]) -> dict[st
 def test_the_slo_row_shows_the_sli_the_budget_and_the_burn_rates(tmp_path: Path) -> None:
     """An hour of 1 % 5xx and 2 % slower than 50 ms: 10x and 2x burns in every window."""
     promtool = require_tool("promtool", "Debian package prometheus")
-    (rule,) = load_documents(MONITORING_DIR / "prometheusrule.yaml")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
     panels = {panel["title"]: panel for panel in panels_below(SLO_ROW)}
     sli, objective = (t["expr"] for t in panels["SLI: availability and latency (5m)"]["targets"])
     (remaining,) = (t["expr"] for t in panels["Error budget remaining (30 days)"]["targets"])
