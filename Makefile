@@ -142,6 +142,11 @@ manifest: install ## Render user_hasher.yaml from k8s/ (commit both)
 .PHONY: manifest-check
 manifest-check: install ## Fail if user_hasher.yaml differs from what `make manifest` renders
 	$(PY) scripts/k8s/render_manifest.py --check
+	$(PY) scripts/k8s/render_prometheus_rules.py --check
+
+.PHONY: rules
+rules: install ## Render k8s/monitoring/prometheusrule.yaml from the SLO spec k8s/monitoring/rules/spec.yaml
+	$(PY) scripts/k8s/render_prometheus_rules.py
 
 .PHONY: minikube-deploy
 minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml with it, wait

@@ -10,6 +10,7 @@ LINTED = [
     "k8s",
     "user_hasher.yaml",
     "tests/k8s/prometheus_rules_test.yaml",
+    "tests/k8s/prometheus_rules_slow_burn_test.yaml",
     "rehearsal/rollout-check-job.yaml",
     ".yamllint.yaml",
 ]

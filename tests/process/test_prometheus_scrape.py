@@ -23,6 +23,7 @@ from tests.metrics_text import (
 )
 from tests.support.load import wait_until
 from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus_rules import SLO_RECORDING_RULE, write_rule_file
 from tests.support.service import ServiceProcess
 from tests.support.tools import require_tool
 
@@ -70,7 +71,11 @@ def scraped_service(
     # The target labels Kubernetes service discovery would add (namespace, pod).
     target_labels = {"namespace": dashboard_variables()["namespace"], "pod": "user-hasher-test-0"}
     static_target = {"targets": [f"127.0.0.1:{service.port}"], "labels": target_labels}
-    config = {"scrape_configs": [{"job_name": "user_hasher", "static_configs": [static_target]}]}
+    config = {
+        # The SLO panels read recording rules, as they do where the PrometheusRule runs.
+        "rule_files": [str(write_rule_file(tmp_path))],
+        "scrape_configs": [{"job_name": "user_hasher", "static_configs": [static_target]}],
+    }
     prometheus = PrometheusServer(binary, tmp_path, config)
     try:
         prometheus.start()
@@ -83,6 +88,9 @@ def scraped_service(
                 lambda expected=expected: prometheus.values(HASHES_SUM) == expected,
                 DATA_TIMEOUT_SECONDS,
             ), prometheus.log
+        assert wait_until(lambda: prometheus.values(SLO_RECORDING_RULE), DATA_TIMEOUT_SECONDS), (
+            prometheus.log
+        )
         yield service, prometheus
     finally:
         prometheus.stop()
