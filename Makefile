@@ -17,10 +17,12 @@ help: ## List the targets
 .PHONY: install
 install: $(VENV)/.installed ## Create .venv with the pinned dependencies and the package
 
+# --require-hashes: a file whose sha256 is not in the lock fails the install, naming the package
+# (docs/supply-chain.md). pip itself is one of the pins, so the venv's pip is locked too. The
+# package has no hash: it is this tree, installed alone (--no-deps) after the lock.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -52,9 +54,9 @@ format: install ## Apply ruff fixes and formatting
 
 .PHONY: lock
 lock: install ## Re-pin requirements/*.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q \
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/runtime.lock
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/dev.lock
 
 .PHONY: bench
@@ -187,13 +189,12 @@ checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with the pinned
 
 $(CHECKOV_VENV)/.installed: requirements/checkov.lock
 	python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.lock
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/checkov.lock
 	touch $@
 
 .PHONY: checkov-lock
 checkov-lock: install ## Re-pin requirements/checkov.lock from requirements/checkov.in
-	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q \
+	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make checkov-lock" -o requirements/checkov.lock
 
 .PHONY: clean
