@@ -110,6 +110,14 @@ image-ref: ## Print the unique reference of the image `make image` built last
 	@id=$$(cat $(IMAGE_ID_FILE) 2>/dev/null) || { echo "no $(IMAGE_ID_FILE): run make image" >&2; exit 1; }; \
 		id=$${id#sha256:}; echo "$(IMAGE_NAME):$(VERSION)-$${id:0:12}"
 
+# One CycloneDX JSON file per build, named after the build's unique reference.
+SBOM_DIR := build/sbom
+
+.PHONY: sbom
+sbom: install ## CycloneDX SBOM of the image `make image` built last, read from its venv, into build/sbom/
+	@ref=$$($(MAKE) --no-print-directory -s image-ref) && DOCKER=$(DOCKER) $(PY) scripts/docker/image_sbom.py \
+		--image "$$(cat $(IMAGE_ID_FILE))" --ref "$$ref" --output-dir $(SBOM_DIR)
+
 .PHONY: base-image
 base-image: ## Build the local Debian base (once; reused) for machines without Docker Hub
 	DOCKER=$(DOCKER) scripts/docker/build-base-image.sh $(LOCAL_BASE_IMAGE)
