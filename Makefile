@@ -18,12 +18,13 @@ help: ## List the targets
 install: $(VENV)/.installed ## Create .venv with the pinned dependencies and the package
 
 # --require-hashes: a file whose sha256 is not in the lock fails the install, naming the package
-# (docs/supply-chain.md). pip itself is one of the pins, so the venv's pip is locked too. The
-# package has no hash: it is this tree, installed alone (--no-deps) after the lock.
+# (docs/supply-chain.md). pip and the build backend are among the pins, so the venv's pip is
+# locked too, and the package (this tree, no hash) is built by the locked hatchling
+# (--no-build-isolation) and installed alone (--no-deps).
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 .PHONY: run

@@ -7,6 +7,7 @@ tests/container/test_locked_build.py.
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.support.locks import (
     TAMPERED_PACKAGE,
     broken_lock,
     lock_path,
+    normalized,
     read_pins,
     with_hashes_replaced,
 )
@@ -48,6 +50,17 @@ def test_the_dev_lock_pins_the_runtime_lock_as_is() -> None:
     runtime = read_pins(lock_path("runtime").read_text())
     dev = read_pins(lock_path("dev").read_text())
     assert {name: dev.get(name) for name in runtime} == runtime
+
+
+def test_the_dev_lock_pins_the_build_backend_pyproject_names() -> None:
+    """`make install` builds the package with the dev lock's hatchling (--no-build-isolation):
+    the same one [build-system] pins, so the editable install and the image build agree."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    dev = read_pins(lock_path("dev").read_text())
+    for requirement in pyproject["build-system"]["requires"]:
+        name, _, version = requirement.partition("==")
+        assert version, f"[build-system] requires {requirement!r}: pin it exactly"
+        assert dev[normalized(name)].version == version
 
 
 def make(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
