@@ -18,11 +18,14 @@ help: ## List the targets
 install: $(VENV)/.installed ## Create .venv with the pinned dependencies and the package
 
 # --require-hashes: a file whose sha256 is not in the lock fails the install, naming the package
-# (docs/supply-chain.md). pip and the build backend are among the pins, so the venv's pip is
-# locked too, and the package (this tree, no hash) is built by the locked hatchling
+# (docs/supply-chain.md). pip and the build backend are among the pins: the locked pip (its
+# entry in the dev lock, hashes and all) replaces the venv's older, much slower bundled one
+# first, and the package (this tree, no hash) is built by the locked hatchling
 # (--no-build-isolation) and installed alone (--no-deps).
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	python3 -m venv $(VENV)
+	sed -n '/^pip==/,/^    #/p' requirements/dev.lock > $(VENV)/pip.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(VENV)/pip.lock
 	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@

@@ -90,9 +90,10 @@ def broken_lock(lock_text: str, case: str) -> BrokenLock:
             rf"DO NOT MATCH THE HASHES.*\n\s+{TAMPERED_PACKAGE}=={version} from \S+",
         )
     if case == "no hashes at all":
-        first = next(iter(pins.values()))
+        # pip names the first pin it fetched, with the hash its file has.
+        named = "|".join(re.escape(f"{pin.name}=={pin.version}") for pin in pins.values())
         return BrokenLock(
             without_hashes(lock_text),
-            rf"Hashes are required in --require-hashes mode.*\n\s+{first.name}=={first.version} ",
+            rf"Hashes are required in --require-hashes mode.*\n\s+({named}) --hash=sha256:",
         )
     raise ValueError(f"unknown case {case!r}")
