@@ -57,7 +57,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: lock
-lock: install ## Re-pin requirements/*.lock from pyproject.toml
+lock: install ## Re-pin requirements/runtime.lock and dev.lock, with sha256 hashes, from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/runtime.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q --generate-hashes \
@@ -205,7 +205,7 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.lock
 	touch $@
 
 .PHONY: checkov-lock
-checkov-lock: install ## Re-pin requirements/checkov.lock from requirements/checkov.in
+checkov-lock: install ## Re-pin requirements/checkov.lock, with sha256 hashes, from requirements/checkov.in
 	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make checkov-lock" -o requirements/checkov.lock
 
