@@ -21,9 +21,10 @@ ENV VENV=/opt/venv \
 RUN python3 -m venv --without-pip "$VENV"
 
 # Dependencies before the source, so a code change reuses this layer. The lock pins the whole
-# tree; --no-deps makes pip install exactly that list and resolve nothing.
+# tree; --no-deps makes pip install exactly that list and resolve nothing; --require-hashes
+# fails the build on any file whose sha256 the lock does not list, naming the package.
 COPY requirements/runtime.lock /tmp/runtime.lock
-RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps \
+RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps --require-hashes \
         -r /tmp/runtime.lock
 
 COPY pyproject.toml README.md /src/

@@ -17,11 +17,17 @@ help: ## List the targets
 .PHONY: install
 install: $(VENV)/.installed ## Create .venv with the pinned dependencies and the package
 
+# --require-hashes: a file whose sha256 is not in the lock fails the install, naming the package
+# (docs/supply-chain.md). pip and the build backend are among the pins: the locked pip (its
+# entry in the dev lock, hashes and all) replaces the venv's older, much slower bundled one
+# first, and the package (this tree, no hash) is built by the locked hatchling
+# (--no-build-isolation) and installed alone (--no-deps).
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.lock
-	$(PY) -m pip install --quiet --no-deps -e .
+	sed -n '/^pip==/,/^    #/p' requirements/dev.lock > $(VENV)/pip.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(VENV)/pip.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 .PHONY: run
@@ -51,10 +57,10 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: lock
-lock: install ## Re-pin requirements/*.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q \
+lock: install ## Re-pin requirements/runtime.lock and dev.lock, with sha256 hashes, from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/runtime.lock
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/dev.lock
 
 .PHONY: bench
@@ -107,6 +113,14 @@ image: ## Build the image: tags user-hasher:VERSION and the build's own VERSION-
 image-ref: ## Print the unique reference of the image `make image` built last
 	@id=$$(cat $(IMAGE_ID_FILE) 2>/dev/null) || { echo "no $(IMAGE_ID_FILE): run make image" >&2; exit 1; }; \
 		id=$${id#sha256:}; echo "$(IMAGE_NAME):$(VERSION)-$${id:0:12}"
+
+# One CycloneDX JSON file per build, named after the build's unique reference.
+SBOM_DIR := build/sbom
+
+.PHONY: sbom
+sbom: install ## CycloneDX SBOM of the image `make image` built last, read from its venv, into build/sbom/
+	@ref=$$($(MAKE) --no-print-directory -s image-ref) && DOCKER=$(DOCKER) $(PY) scripts/docker/image_sbom.py \
+		--image "$$(cat $(IMAGE_ID_FILE))" --ref "$$ref" --output-dir $(SBOM_DIR)
 
 .PHONY: base-image
 base-image: ## Build the local Debian base (once; reused) for machines without Docker Hub
@@ -192,13 +206,12 @@ checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with the pinned
 
 $(CHECKOV_VENV)/.installed: requirements/checkov.lock
 	python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.lock
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/checkov.lock
 	touch $@
 
 .PHONY: checkov-lock
-checkov-lock: install ## Re-pin requirements/checkov.lock from requirements/checkov.in
-	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q \
+checkov-lock: install ## Re-pin requirements/checkov.lock, with sha256 hashes, from requirements/checkov.in
+	$(VENV)/bin/uv pip compile requirements/checkov.in --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make checkov-lock" -o requirements/checkov.lock
 
 .PHONY: clean
