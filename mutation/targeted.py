@@ -2,7 +2,11 @@
 the package and judged by the fast tests.
 
 mutmut only mutates undecorated functions, so route handlers, startup hooks, properties,
-module constants and the Settings fields would go unchecked without these. Each mutant
+module constants and the Settings fields would go unchecked without these.
+
+An edit is found by its tokens, not its text (`find_edit`): layout, comments, the quotes
+of a string, the spelling of a number and a trailing comma before a closing bracket do
+not count, so a reformatted source takes the same edits. Each mutant
 runs in a process forked from one that has already imported the heavy dependencies, so a
 mutant costs its tests and not a fresh interpreter; the child puts its mutated copy first
 on sys.path and proves afterwards that the tests imported that copy.
@@ -10,9 +14,11 @@ on sys.path and proves afterwards that the tests imported that copy.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -79,11 +85,13 @@ def load_mutants(list_path: Path, package_dir: Path) -> list[Mutant]:
             problems.append(f"{mutant_id}: {path} does not exist")
             continue
         source = source_file.read_text()
-        found = source.count(entry["old"])
-        if found != 1:
+        spans = find_edit(entry["old"], source)
+        if len(spans) != 1:
+            found = len(spans)
             problems.append(f"{mutant_id}: its `old` text occurs {found} times in {path}, not once")
             continue
-        mutated = source.replace(entry["old"], entry["new"])
+        ((start, end),) = spans
+        mutated = source[:start] + entry["new"].strip() + source[end:]
         shown = f"src/{PACKAGE}/{path}"
         diff = "\n".join(
             difflib.unified_diff(
@@ -95,6 +103,84 @@ def load_mutants(list_path: Path, package_dir: Path) -> list[Mutant]:
     if problems:
         raise ListError("\n".join(problems))
     return mutants
+
+
+@dataclass(frozen=True)
+class Token:
+    key: tuple[str, str]  # what two spellings of one token share
+    start: int  # offsets in the text it was read from
+    end: int
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<skip>\s+|\\\n|\#[^\n]*)
+  | (?P<string>[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''
+        |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+  | (?P<number>0[xXoObB][0-9a-fA-F_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?[jJ]?)
+  | (?P<name>\w+)
+  | (?P<op>\*\*=?|//=?|->|:=|<<=?|>>=?|[-+*/%@&|^<>!=]=|\S)
+    """,
+    re.VERBOSE,
+)
+_CLOSING = frozenset({("op", ")"), ("op", "]"), ("op", "}")})
+_COMMA = ("op", ",")
+
+
+def tokens(text: str) -> list[Token]:
+    """Python's tokens, read leniently: a fragment such as `Literal["DEBUG",` is fine.
+    A literal is keyed by its value, so `'x'` and `"x"`, or `0XFF` and `0xff`, are one."""
+    found = []
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup or "op"
+        if kind == "skip":
+            continue
+        spelled = match.group()
+        prefix = spelled[: len(spelled) - len(spelled.lstrip("rRbBuUfF"))]
+        if kind == "number" or (kind == "string" and "f" not in prefix.lower()):
+            key = ("literal", repr(ast.literal_eval(spelled)))
+        else:  # an f-string's spelling is its key
+            key = (kind, spelled)
+        found.append(Token(key, match.start(), match.end()))
+    return found
+
+
+def find_edit(old: str, source: str) -> list[tuple[int, int]]:
+    """Every (start, end) span of `source` whose tokens are those of `old`. A comma just
+    before a closing bracket may be on either side only (a formatter adds or drops it)."""
+    wanted, have = tokens(old), tokens(source)
+    spans = []
+    for first in range(len(have)):
+        if wanted and have[first].key == wanted[0].key:
+            end = _match_from(wanted, have, first)
+            if end is not None:
+                spans.append((have[first].start, end))
+    return spans
+
+
+def _match_from(wanted: list[Token], have: list[Token], first: int) -> int | None:
+    """The end offset of the match of `wanted` starting at have[first], or None."""
+    w, h, end = 0, first, None
+    while w < len(wanted):
+        next_have = have[h].key if h < len(have) else None
+        if next_have == wanted[w].key:
+            end = have[h].end
+            w, h = w + 1, h + 1
+        elif _trailing_comma(have, h) and wanted[w].key in _CLOSING:
+            h += 1
+        elif wanted[w].key == _COMMA and (
+            wanted[w + 1].key in _CLOSING if w + 1 < len(wanted) else next_have in _CLOSING
+        ):
+            w += 1
+        else:
+            return None
+    return end
+
+
+def _trailing_comma(found: list[Token], index: int) -> bool:
+    return (
+        index + 1 < len(found) and found[index].key == _COMMA and found[index + 1].key in _CLOSING
+    )
 
 
 def run_mutants(

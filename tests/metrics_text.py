@@ -21,6 +21,7 @@ FAMILIES = {
     "user_hasher_hashes_generated_total": "counter",
     "user_hasher_build_info": "gauge",
 }
+BUILD_INFO = "user_hasher_build_info"
 DURATION = "user_hasher_http_request_duration_seconds"
 RESPONSES = "user_hasher_http_responses_total"
 HASHES = "user_hasher_hashes_generated_total"

@@ -18,7 +18,7 @@ def main() -> int:
     except SettingsError as error:
         print(json.dumps({"level": "CRITICAL", "message": str(error)}), file=sys.stderr)
         return 2
-    configure_logging(settings.LOG_LEVEL, settings.APP_VERSION)
+    configure_logging(settings.LOG_LEVEL, settings.APP_VERSION, settings.APP_REVISION)
     try:
         asyncio.run(serve(create_service(settings)))
     except OSError as error:  # typically the port is taken: say so in one line, not a traceback

@@ -1,6 +1,6 @@
-"""Builds the service: the Quart app with its blueprints and error handlers, inside the
-one ASGI middleware (middleware.py) that serves /metrics, times every response and
-closes connections while the pod drains. Nothing is built at import: `__main__.py`
+"""Builds the service: the Quart app with its blueprints, error handlers and the state its
+handlers read, inside the ASGI layer (asgi.py) that serves /metrics, times every response
+and closes connections while the pod drains. Nothing is built at import: `__main__.py`
 calls `create_service` once.
 """
 
@@ -8,34 +8,43 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from quart import Quart
 
-from user_hasher.blueprints import hashing, health
+from user_hasher.asgi import ASGIApp, ResponseObserver, wrap_app
+from user_hasher.blueprints import health, user_hash
 from user_hasher.errors import register_error_handlers
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.logs import AccessLog
 from user_hasher.metrics import Metrics
-from user_hasher.middleware import ASGIApp, ResponseObserver, wrap_app
 from user_hasher.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+class UserHasherApp(Quart):
+    """The Quart app and what its handlers read from it (blueprints.serving_app), as typed
+    attributes: the salt, still a secret until it is hashed, the metrics and the lifecycle."""
+
+    def __init__(self, salt: SecretStr, metrics: Metrics, lifecycle: Lifecycle) -> None:
+        super().__init__(__name__, static_folder=None)  # no static files: no /static/ route
+        self.salt = salt
+        self.metrics = metrics
+        self.lifecycle = lifecycle
+
+
 @dataclass(frozen=True)
 class Service:
     asgi: ASGIApp  # what Hypercorn serves
-    quart: Quart
+    quart: UserHasherApp
     lifecycle: Lifecycle
     metrics: Metrics
     settings: Settings
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> Quart:
-    app = Quart(__name__, static_folder=None)  # no static files: no /static/ route either
-    app.config["USER_SALT"] = settings.USER_SALT.get_secret_value()
-    app.extensions["lifecycle"] = lifecycle
-    app.extensions["metrics"] = metrics
-    app.register_blueprint(hashing.blueprint)
+def create_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> UserHasherApp:
+    app = UserHasherApp(settings.USER_SALT, metrics, lifecycle)
+    app.register_blueprint(user_hash.blueprint)
     app.register_blueprint(health.blueprint)
     register_error_handlers(app)
 

@@ -4,6 +4,8 @@ import hashlib
 import re
 from urllib.parse import parse_qsl
 
+from pydantic import SecretStr
+
 from user_hasher.errors import APIError
 
 # Far above any real identifier, and small enough that no request can make the
@@ -12,10 +14,24 @@ MAX_USER_ID_LENGTH = 256
 
 _BAD_PERCENT_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
+# The user id whose hash fingerprints the salt a pod serves. Any client may ask /user_hash
+# for it, so its hash tells a reader of /metrics nothing a client cannot learn already; and
+# no real user has it, so the metrics never carry a real user's hash. Fixed, so pods that
+# agree on the salt agree on the fingerprint.
+SALT_CANARY_USER_ID = "__salt_fingerprint__"
+# 48 bits: two different salts share a fingerprint with a chance of 1 in 2**48, and the
+# label stays short.
+SALT_FINGERPRINT_LENGTH = 12
+
 
 def user_hash(user_id: str, salt: str) -> str:
     """Lowercase hex sha1 of the UTF-8 bytes of user_id followed by salt."""
     return hashlib.sha1((user_id + salt).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def salt_fingerprint(salt: SecretStr) -> str:
+    """The start of what /user_hash answers for SALT_CANARY_USER_ID under this salt."""
+    return user_hash(SALT_CANARY_USER_ID, salt.get_secret_value())[:SALT_FINGERPRINT_LENGTH]
 
 
 def parse_user_id(query_string: bytes) -> str:

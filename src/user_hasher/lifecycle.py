@@ -3,7 +3,7 @@
 Kubernetes removes a terminating pod from the Service endpoints at the same time
 as it sends SIGTERM, and kube-proxies and load balancers learn that a moment later.
 So on the first signal the pod turns unready but keeps serving for `drain_seconds`,
-telling every keep-alive client to reconnect (middleware.py adds `Connection: close`
+telling every keep-alive client to reconnect (asgi.py adds `Connection: close`
 to every response while `draining`), which sends them to pods that are still ready;
 only then does Hypercorn stop listening and finish in-flight requests.
 """

@@ -12,7 +12,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from user_hasher.middleware import Scope
+from user_hasher.asgi import Scope
 
 access_logger = logging.getLogger("user_hasher.access")
 
@@ -20,13 +20,13 @@ access_logger = logging.getLogger("user_hasher.access")
 _PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
 
 
-def configure_logging(level: str, app_version: str) -> None:
+def configure_logging(level: str, app_version: str, revision: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            static_fields={"app_version": app_version},
+            static_fields={"app_version": app_version, "revision": revision},
             datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
@@ -36,7 +36,7 @@ def configure_logging(level: str, app_version: str) -> None:
 
 
 class AccessLog:
-    """A response observer (see middleware.py) writing one line per request worth logging."""
+    """A response observer (see asgi.py) writing one line per request worth logging."""
 
     def __init__(self, slow_request_seconds: float) -> None:
         self.slow_request_seconds = slow_request_seconds

@@ -3,10 +3,14 @@ the per-response recorder and the rendering of /metrics.
 
 Every series carries `app_version`, `pod_ip` and `node_ip` (aioprometheus const labels,
 added when rendering), so a query can tell versions apart during a rolling deploy and
-find the pod and node behind a spike. Per-response label values are bounded by
-construction, so no request can create new series: the route is a known route
-template or "unmatched", a method outside RFC 9110's set is "other", and a status
-becomes its class.
+find the pod and node behind a spike. `user_hasher_build_info` alone also carries the
+build's `revision` and the `salt_fingerprint` of the salt the pod serves (hashing.py):
+pods that disagree on it answer one user with different hashes. On that one series they
+cost a label each; on every series they would only repeat what it says.
+
+Per-response label values are bounded by construction, so no request can create new
+series: the route is a known route template or "unmatched", a method outside RFC 9110's
+set is "other", and a status becomes its class.
 """
 
 import bisect
@@ -17,6 +21,7 @@ import aioprometheus
 from aioprometheus import Counter, Gauge, Histogram, Registry
 from aioprometheus.histogram import Histogram as BucketCounts
 
+from user_hasher.hashing import salt_fingerprint
 from user_hasher.settings import Settings
 
 # Upper bounds in seconds, from a request reaching the app to the end of its response.
@@ -71,6 +76,13 @@ def identity_labels(settings: Settings) -> dict[str, str]:
     }
 
 
+def build_labels(settings: Settings) -> dict[str, str]:
+    return {
+        "revision": escape_label_value(settings.APP_REVISION),
+        "salt_fingerprint": salt_fingerprint(settings.USER_SALT),
+    }
+
+
 class Metrics:
     def __init__(self, settings: Settings) -> None:
         self.registry = Registry()
@@ -97,11 +109,11 @@ class Metrics:
         )
         build_info = Gauge(
             "user_hasher_build_info",
-            "Always 1; its labels say which version runs on which pod and node.",
+            "Always 1; its labels say which build runs on which pod and node, with which salt.",
             const_labels=labels,
             registry=self.registry,
         )
-        build_info.set({}, 1)
+        build_info.set(build_labels(settings), 1)
         # The request path only counts, in plain Python objects; aioprometheus's
         # collectors, which serialise their label dicts on every call, are brought up
         # to date when Prometheus scrapes (render). Bounded: the keys are bounded values.
@@ -114,7 +126,7 @@ class Metrics:
     def observe_response(
         self, scope: Mapping[str, Any], route: str, status: int, seconds: float
     ) -> None:
-        """A response observer (see middleware.py)."""
+        """A response observer (see asgi.py)."""
         method = scope["method"]
         key = (
             method if method in KNOWN_METHODS else OTHER_METHOD,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.metrics_text import BUILD_INFO, samples, scrape
 from tests.support.load import LoadRun, wait_until
 from tests.support.service import ServiceProcess, http_get
 
@@ -53,6 +54,33 @@ def test_health_endpoints(start_service: StartService) -> None:
     service = start_service()
     assert http_get(service.port, "/healthz")[0] == 200
     assert http_get(service.port, "/readyz")[0] == 200
+
+
+def test_build_info_names_the_revision_and_the_fingerprint_of_the_salt_served(
+    start_service: StartService,
+) -> None:
+    """Pods that serve different salts are told apart on /metrics, by what /user_hash
+    answers for the canary user id, and no /metrics answer holds a salt."""
+    salts = ("salt-one-4711", "salt-two-4712")
+    # The guard is on: a real salt starts as usual.
+    services = [
+        start_service(USER_SALT=salt, APP_REVISION="0123abc-test", REQUIRE_SALT="true")
+        for salt in salts
+    ]
+    fingerprints = []
+    for service, salt in zip(services, salts, strict=True):
+        text = scrape(service.port)
+        (labels,) = [dict(labels) for name, labels in samples(text) if name == BUILD_INFO]
+        assert labels["revision"] == "0123abc-test"
+        _, _, body = http_get(service.port, "/user_hash?user_id=__salt_fingerprint__")
+        assert labels["salt_fingerprint"] == json.loads(body)[:12]
+        assert salt not in text
+        fingerprints.append(labels["salt_fingerprint"])
+        # Every log line names the build too.
+        lines = [json.loads(line) for line in service.output.splitlines()]
+        assert lines
+        assert {line["revision"] for line in lines} == {"0123abc-test"}
+    assert fingerprints[0] != fingerprints[1]
 
 
 def test_unset_salt_is_warned_about_once_at_startup(start_service: StartService) -> None:

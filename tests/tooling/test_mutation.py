@@ -3,12 +3,27 @@
 The mutation run itself takes minutes (`make mutation`, in CI); these check its rules on
 made-up outcomes and a made-up package, in milliseconds."""
 
+import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mutation.__main__ import MAX_EQUIVALENT_SHARE, MIN_SCORE, Outcome, _judge, diff_hash
-from mutation.targeted import ListError, load_mutants
+from mutation.__main__ import (
+    EQUIVALENT_LIST,
+    MAX_EQUIVALENT_SHARE,
+    MIN_SCORE,
+    PACKAGE_PATH,
+    ROOT,
+    TARGETED_LIST,
+    Outcome,
+    _judge,
+    _read_equivalents,
+    diff_hash,
+)
+from mutation.targeted import ListError, find_edit, load_mutants
 
 DIFF = "--- a.py\n+++ a.py\n@@ -3,1 +3,1 @@\n-x = 1\n+x = 2"
 
@@ -97,3 +112,87 @@ def test_a_targeted_edit_that_no_longer_applies_stops_the_run(tmp_path: Path, so
     (tmp_path / "a.py").write_text(source)
     with pytest.raises(ListError, match=r"targeted\.a\.x: its `old` text occurs [02] times"):
         load_mutants(write_list(tmp_path / "list.toml", "x = 1"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("x = Field(default=5.0, ge=0, le=300)\n", "Field(default=5.0, ge=0, le=300)"),
+        # Split over lines, with a magic trailing comma and a comment.
+        (
+            "x = Field(\n    default=5.0,  # why\n    ge=0,\n    le=300,\n)\n",
+            "Field(\n    default=5.0,  # why\n    ge=0,\n    le=300,\n)",
+        ),
+        # Another quote style and number spelling.
+        ("x = Field(default=5.00, ge=0x0, le=3_00)\n", "Field(default=5.00, ge=0x0, le=3_00)"),
+    ],
+)
+def test_an_edit_is_found_by_its_tokens_whatever_the_layout(source: str, found: str) -> None:
+    assert [source[a:b] for a, b in find_edit("Field(default=5.0, ge=0, le=300)", source)] == [
+        found
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "source"),
+    [
+        ("Field(default=5.0, ge=0, le=300)", "x = Field(default=5.0, ge=1, le=300)\n"),
+        ('"TESTSALT"', "x = b'TESTSALT'\n"),  # bytes are not the string
+        ("le=300", "x = Field(le=3000)\n"),  # a token is matched whole
+        ("le=300", "x = 'le=300'\n"),  # and text inside a string is no token of the code
+    ],
+)
+def test_a_different_edit_is_not_found(old: str, source: str) -> None:
+    assert find_edit(old, source) == []
+
+
+def test_a_targeted_edit_replaces_only_the_tokens_it_names(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("items = (\n    1,\n    x = 1,\n)  # kept\n")
+    (mutant,) = load_mutants(write_list(tmp_path / "list.toml", "x = 1"), tmp_path)
+    assert mutant.mutated_source == "items = (\n    1,\n    x = 2,\n)  # kept\n"
+
+
+# Two formats far from the project's: narrow lines in single quotes (calls and collections
+# split over lines, trailing commas added), and very long lines with trailing commas
+# ignored (everything joined back).
+REFORMATS = {
+    "narrow": ["--line-length", "40", "--config", "format.quote-style = 'single'"],
+    "wide": ["--line-length", "250", "--config", "format.skip-magic-trailing-comma = true"],
+}
+
+
+def reformatted_package(tmp_path: Path, options: list[str]) -> Path:
+    package = tmp_path / "user_hasher"
+    shutil.copytree(ROOT / PACKAGE_PATH, package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--no-cache", "--isolated", *options, package],
+        check=True,
+        capture_output=True,
+    )
+    return package
+
+
+@pytest.mark.parametrize("style", REFORMATS)
+def test_every_targeted_mutant_makes_the_same_edit_in_a_reformatted_package(
+    tmp_path: Path, style: str
+) -> None:
+    package = reformatted_package(tmp_path, REFORMATS[style])
+    original_dir = ROOT / PACKAGE_PATH
+    changed = 0
+    for path in package.rglob("*.py"):
+        original = (original_dir / path.relative_to(package)).read_text()
+        changed += path.read_text() != original
+        assert ast.dump(ast.parse(path.read_text())) == ast.dump(ast.parse(original)), path
+    assert changed >= 5, "the reformat left the package as it was: nothing was proven"
+
+    originals = {m.id: m for m in load_mutants(TARGETED_LIST, original_dir)}
+    after_reformat = {m.id: m for m in load_mutants(TARGETED_LIST, package)}
+    assert after_reformat.keys() == originals.keys()
+    for mutant_id, mutant in after_reformat.items():
+        expected = ast.dump(ast.parse(originals[mutant_id].mutated_source))
+        assert ast.dump(ast.parse(mutant.mutated_source)) == expected, mutant_id
+        assert mutant.mutated_source != (package / mutant.path).read_text(), mutant_id
+
+
+def test_the_listed_equivalents_are_well_formed() -> None:
+    assert all(len(digest) == 12 for digest, _ in _read_equivalents(EQUIVALENT_LIST).values())

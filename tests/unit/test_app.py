@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from tests.conftest import SALT
 from tests.metrics_text import HASHES, RESPONSES, by_response, value
 from user_hasher.app import Service, create_service
+from user_hasher.asgi import Scope
 from user_hasher.metrics import Metrics
-from user_hasher.middleware import Scope
 from user_hasher.settings import Settings
 
 CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
@@ -104,6 +104,18 @@ def test_the_service_keeps_its_settings_and_drain() -> None:
     service = create_service(settings)
     assert service.settings is settings
     assert service.lifecycle.drain_seconds == 12.5
+
+
+def test_the_app_holds_its_state_as_attributes_and_the_salt_as_a_secret() -> None:
+    settings = Settings(USER_SALT=SecretStr(SALT))
+    service = create_service(settings)
+    app = service.quart
+    assert (app.metrics, app.lifecycle) == (service.metrics, service.lifecycle)
+    # Opened only where it is hashed: nothing on the app holds the salt in the clear.
+    assert app.salt is settings.USER_SALT
+    assert SALT not in repr(app.salt)
+    assert SALT not in str(dict(app.config))
+    assert not app.extensions
 
 
 @pytest.mark.parametrize(("salt", "warnings"), [("", ["salt_unset"]), (SALT, [])])

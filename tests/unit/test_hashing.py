@@ -1,9 +1,16 @@
 import hashlib
 
 import pytest
+from pydantic import SecretStr
 
 from user_hasher.errors import APIError
-from user_hasher.hashing import MAX_USER_ID_LENGTH, parse_user_id, user_hash
+from user_hasher.hashing import (
+    MAX_USER_ID_LENGTH,
+    SALT_CANARY_USER_ID,
+    parse_user_id,
+    salt_fingerprint,
+    user_hash,
+)
 
 CONTRACT_HASH = "9f1021612c2a810d26472a66e4064f6608d52fd3"
 
@@ -18,6 +25,18 @@ def test_empty_salt_is_plain_sha1_of_user_id() -> None:
 
 def test_hashes_utf8_bytes_of_user_id_then_salt() -> None:
     assert user_hash("zoë", "sel") == hashlib.sha1("zoësel".encode()).hexdigest()
+
+
+def test_the_salt_fingerprint_is_the_start_of_the_canary_user_ids_hash() -> None:
+    assert SALT_CANARY_USER_ID == "__salt_fingerprint__"
+    expected = hashlib.sha1(b"__salt_fingerprint__TESTSALT").hexdigest()[:12]
+    assert salt_fingerprint(SecretStr("TESTSALT")) == expected
+    assert salt_fingerprint(SecretStr("other")) != expected
+
+
+def test_the_canary_is_a_user_id_the_service_answers() -> None:
+    # An operator checks a pod's fingerprint with /user_hash?user_id=__salt_fingerprint__.
+    assert parse_user_id(b"user_id=" + SALT_CANARY_USER_ID.encode()) == SALT_CANARY_USER_ID
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dic
     saved = root.handlers[:], root.level
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdout", stdout)
-    configure_logging("DEBUG", "9.9.9")
+    configure_logging("DEBUG", "9.9.9", "abc123-build")
 
     def read() -> list[dict]:
         return [json.loads(line) for line in stdout.getvalue().splitlines()]
@@ -59,6 +59,7 @@ def test_an_access_line_has_every_field(json_logs) -> None:
         "logger": "user_hasher.access",
         "message": "request",
         "app_version": "9.9.9",
+        "revision": "abc123-build",
         "event": "request",
         "method": "POST",
         "route": "/user_hash",
@@ -74,3 +75,10 @@ def test_nothing_is_formatted_below_the_level(json_logs) -> None:
     AccessLog(slow_request_seconds=0.25)(SCOPE, "/user_hash", 200, 0.001)
     AccessLog(slow_request_seconds=0.25)(SCOPE, "/user_hash", 404, 0.001)
     assert [line["status"] for line in json_logs()] == [404]
+
+
+def test_every_line_names_the_version_and_the_revision(json_logs) -> None:
+    # Two builds of one version are told apart in the logs by the revision.
+    logging.getLogger("user_hasher.anything").warning("some event")
+    (line,) = json_logs()
+    assert (line["app_version"], line["revision"]) == ("9.9.9", "abc123-build")

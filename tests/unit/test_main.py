@@ -15,10 +15,12 @@ from user_hasher.app import Service
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A clean environment, and the root logger back as it was: main() configures it."""
-    for name in ("PORT", "USER_SALT", "DRAIN_SECONDS", "LOG_LEVEL", "POD_IP", "NODE_IP"):
+    for name in ("PORT", "USER_SALT", "REQUIRE_SALT", "DRAIN_SECONDS", "LOG_LEVEL", "POD_IP"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("NODE_IP", raising=False)
     monkeypatch.setenv("HOST", "127.0.0.1")
     monkeypatch.setenv("APP_VERSION", "7.7.7-main")
+    monkeypatch.setenv("APP_REVISION", "deadbeef-main")
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     yield
@@ -44,6 +46,22 @@ def test_bad_settings_exit_2_with_one_json_line_on_stderr(
     assert "SUPERSECRETSALT" not in err
 
 
+@pytest.mark.parametrize("salt", [None, "TESTSALT"])
+def test_a_required_salt_refused_exits_2_naming_the_variable_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], salt: str | None
+) -> None:
+    monkeypatch.setenv("REQUIRE_SALT", "true")
+    if salt is not None:
+        monkeypatch.setenv("USER_SALT", salt)
+    assert main() == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = json_lines(err)
+    assert line["level"] == "CRITICAL"
+    assert line["message"].startswith("invalid environment settings: USER_SALT: ")
+    assert "TESTSALT" not in err
+
+
 def test_a_taken_port_exits_1_with_one_json_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -58,6 +76,7 @@ def test_a_taken_port_exits_1_with_one_json_line(
     assert line["logger"] == "user_hasher"
     assert line["event"] == "serve_failed"
     assert line["app_version"] == "7.7.7-main"
+    assert line["revision"] == "deadbeef-main"
     # Why, in the operating system's words: the one thing the on-call needs to read.
     assert line["message"].startswith("cannot serve: ")
     assert "address already in use" in line["message"].lower()
@@ -89,4 +108,4 @@ def test_serves_the_service_its_settings_describe_then_exits_0(
         "WARNING",
         "stopped",
     )
-    assert line["app_version"] == "7.7.7-main"
+    assert (line["app_version"], line["revision"]) == ("7.7.7-main", "deadbeef-main")

@@ -1,9 +1,13 @@
 """The registry renders what Prometheus expects, whatever the environment holds."""
 
+import hashlib
+
 import aioprometheus
 import pytest
+from pydantic import SecretStr
 
 from tests.metrics_text import (
+    BUILD_INFO,
     DURATION,
     FAMILIES,
     HASHES,
@@ -12,6 +16,8 @@ from tests.metrics_text import (
     samples,
     value,
 )
+from user_hasher.hashing import SALT_CANARY_USER_ID as CANARY
+from user_hasher.hashing import user_hash
 from user_hasher.metrics import DURATION_BUCKETS_SECONDS, Metrics, status_class
 from user_hasher.settings import Settings
 
@@ -25,14 +31,58 @@ def observe(metrics: Metrics, method: str, route: str, status: int, seconds: flo
 
 
 def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
-    text = rendered(Metrics(Settings(APP_VERSION="1.2.3", POD_IP="10.0.0.1", NODE_IP="10.0.1.1")))
+    settings = Settings(
+        APP_VERSION="1.2.3",
+        APP_REVISION="0123abc",
+        POD_IP="10.0.0.1",
+        NODE_IP="10.0.1.1",
+        USER_SALT=SecretStr("pepper"),
+    )
+    text = rendered(Metrics(settings))
     identity = {"app_version": "1.2.3", "pod_ip": "10.0.0.1", "node_ip": "10.0.1.1"}
+    # The revision and the salt's fingerprint are on build_info alone: one series per pod.
+    build = {
+        **identity,
+        "revision": "0123abc",
+        "salt_fingerprint": user_hash(CANARY, "pepper")[:12],
+    }
     assert samples(text) == {
-        ("user_hasher_build_info", frozenset(identity.items())): 1.0,
+        (BUILD_INFO, frozenset(build.items())): 1.0,
         (HASHES, frozenset(identity.items())): 0.0,
     }
     for name in FAMILIES:
         assert f"# TYPE {name} " in text
+
+
+def build_info_labels(metrics: Metrics) -> dict[str, str]:
+    (labels,) = [dict(labels) for name, labels in samples(rendered(metrics)) if name == BUILD_INFO]
+    return labels
+
+
+def test_the_salt_fingerprint_is_the_hash_of_the_canary_user_id() -> None:
+    # What an operator can check with one request: /user_hash?user_id=__salt_fingerprint__.
+    assert CANARY == "__salt_fingerprint__"
+    fingerprint = build_info_labels(Metrics(Settings(USER_SALT=SecretStr("TESTSALT"))))[
+        "salt_fingerprint"
+    ]
+    assert fingerprint == hashlib.sha1(b"__salt_fingerprint__TESTSALT").hexdigest()[:12]
+
+
+def test_two_salts_give_two_fingerprints_and_one_salt_one() -> None:
+    def fingerprint(salt: str) -> str:
+        return build_info_labels(Metrics(Settings(USER_SALT=SecretStr(salt))))["salt_fingerprint"]
+
+    assert fingerprint("salt-a") != fingerprint("salt-b")
+    assert fingerprint("salt-a") == fingerprint("salt-a")
+    assert fingerprint("") == hashlib.sha1(b"__salt_fingerprint__").hexdigest()[:12]
+
+
+def test_the_salt_never_appears_in_the_metrics() -> None:
+    salt = "SUPERSECRETSALT"
+    metrics = Metrics(Settings(USER_SALT=SecretStr(salt)))
+    observe(metrics, "GET", "/user_hash", 200, 0.001)
+    metrics.count_hash()
+    assert salt not in rendered(metrics)
 
 
 @pytest.mark.parametrize(
@@ -45,9 +95,11 @@ def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
     ],
 )
 def test_label_values_from_the_environment_are_escaped(awkward: str) -> None:
-    text = rendered(Metrics(Settings(APP_VERSION=awkward, POD_IP="fe80::1", NODE_IP="n")))
+    metrics = Metrics(Settings(APP_VERSION=awkward, APP_REVISION=awkward, POD_IP="fe80::1"))
+    text = rendered(metrics)
     (labels,) = [dict(labels) for name, labels in samples(text) if name == HASHES]
-    assert labels == {"app_version": awkward, "pod_ip": "fe80::1", "node_ip": "n"}
+    assert labels == {"app_version": awkward, "pod_ip": "fe80::1", "node_ip": "unknown"}
+    assert build_info_labels(metrics)["revision"] == awkward
 
 
 def test_every_series_carries_the_identity_labels() -> None:
@@ -62,10 +114,13 @@ def test_every_series_carries_the_identity_labels() -> None:
         f"{DURATION}_sum",
         RESPONSES,
         HASHES,
-        "user_hasher_build_info",
+        BUILD_INFO,
     }
     for name, labels in found:
         assert identity.items() <= dict(labels).items(), name
+        # Only build_info names the build and the salt: they would add nothing elsewhere.
+        assert ("revision" in dict(labels)) is (name == BUILD_INFO), name
+        assert ("salt_fingerprint" in dict(labels)) is (name == BUILD_INFO), name
 
 
 def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:

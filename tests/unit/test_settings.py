@@ -1,14 +1,16 @@
 import pytest
 
 from user_hasher import __version__
-from user_hasher.settings import SettingsError, load_settings
+from user_hasher.settings import TEST_SALT, SettingsError, load_settings
 
 # Every variable Settings reads: a test sets what it needs on a clean slate.
 VARIABLES = (
     "HOST",
     "PORT",
+    "REQUIRE_SALT",
     "USER_SALT",
     "APP_VERSION",
+    "APP_REVISION",
     "POD_IP",
     "NODE_IP",
     "DRAIN_SECONDS",
@@ -31,6 +33,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.USER_SALT.get_secret_value() == ""
     assert not settings.salt_is_set
     assert settings.APP_VERSION == __version__
+    assert settings.APP_REVISION == "unknown"
+    assert settings.REQUIRE_SALT is False  # `make run` and the minikube flow need no salt
     assert (settings.POD_IP, settings.NODE_IP) == ("unknown", "unknown")
     # The Deployment's grace period is sized from these two (README, How a pod shuts down).
     assert (settings.DRAIN_SECONDS, settings.GRACEFUL_TIMEOUT_SECONDS) == (5.0, 10.0)
@@ -59,6 +63,8 @@ def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         *[("LOG_LEVEL", level, level) for level in ("DEBUG", "INFO", "WARNING", "ERROR")],
         ("LOG_LEVEL", "CRITICAL", "CRITICAL"),
         ("POD_IP", "fe80::1", "fe80::1"),
+        ("APP_REVISION", "sha256:0123abcd", "sha256:0123abcd"),
+        *[("REQUIRE_SALT", value, False) for value in ("false", "0")],
     ],
 )
 def test_values_at_the_bounds_are_accepted(
@@ -85,6 +91,8 @@ def test_values_at_the_bounds_are_accepted(
         ("LOG_LEVEL", "LOUD"),
         ("LOG_LEVEL", "debug"),
         ("APP_VERSION", ""),
+        ("APP_REVISION", ""),
+        ("REQUIRE_SALT", "maybe"),
         ("POD_IP", ""),
         ("NODE_IP", ""),
     ],
@@ -115,3 +123,69 @@ def test_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.PORT == 8000
     assert not settings.salt_is_set
+
+
+# --- the salt guard ---------------------------------------------------------------------
+
+GUARD_MESSAGE = (
+    "invalid environment settings: USER_SALT: must be set, and not to the test salt,"
+    " when REQUIRE_SALT is true"
+)
+
+
+@pytest.mark.parametrize(
+    "salt",
+    [
+        None,  # unset
+        "",
+        "TESTSALT",
+        # A Secret written with `echo` ends in a newline: still the test salt, still empty.
+        "TESTSALT\n",
+        " \n",
+    ],
+)
+def test_a_required_salt_may_be_neither_empty_nor_the_test_salt(
+    monkeypatch: pytest.MonkeyPatch, salt: str | None
+) -> None:
+    monkeypatch.setenv("REQUIRE_SALT", "true")
+    if salt is not None:
+        monkeypatch.setenv("USER_SALT", salt)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    # It names the variable and never the value.
+    assert str(caught.value) == GUARD_MESSAGE
+
+
+@pytest.mark.parametrize("salt", ["a-real-salt", "TESTSALT2", "testsalt"])
+@pytest.mark.parametrize("required", ["true", "1", "TRUE"])
+def test_a_required_salt_that_is_neither_starts(
+    monkeypatch: pytest.MonkeyPatch, salt: str, required: str
+) -> None:
+    monkeypatch.setenv("REQUIRE_SALT", required)
+    monkeypatch.setenv("USER_SALT", salt)
+    settings = load_settings()
+    assert settings.REQUIRE_SALT is True
+    assert settings.USER_SALT.get_secret_value() == salt
+
+
+@pytest.mark.parametrize("salt", [None, "", "TESTSALT"])
+def test_without_the_guard_any_salt_starts(
+    monkeypatch: pytest.MonkeyPatch, salt: str | None
+) -> None:
+    if salt is not None:
+        monkeypatch.setenv("USER_SALT", salt)
+    assert load_settings().USER_SALT.get_secret_value() == (salt or "")
+
+
+def test_the_test_salt_is_the_contracts() -> None:
+    assert TEST_SALT == "TESTSALT"
+
+
+def test_a_bad_guard_value_is_refused_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not read as "off": a typo must not start a production pod with the test salt.
+    monkeypatch.setenv("REQUIRE_SALT", "yes please")
+    monkeypatch.setenv("USER_SALT", "TESTSALT")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    problems = str(caught.value).split(": ", 1)[1]
+    assert [problem.split(": ")[0] for problem in problems.split("; ")] == ["REQUIRE_SALT"]

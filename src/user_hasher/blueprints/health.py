@@ -4,9 +4,9 @@
 /readyz: send me traffic (503 before startup finished and during the drain).
 """
 
-from quart import Blueprint, current_app
+from quart import Blueprint
 
-from user_hasher.lifecycle import Lifecycle
+from user_hasher.blueprints import serving_app
 
 blueprint = Blueprint("health", __name__)
 
@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 
 @blueprint.get("/readyz")
 async def readyz() -> tuple[dict[str, str], int]:
-    lifecycle: Lifecycle = current_app.extensions["lifecycle"]
+    lifecycle = serving_app.lifecycle
     if lifecycle.ready:
         return {"status": "ready"}, 200
     return {"status": lifecycle.phase.value}, 503

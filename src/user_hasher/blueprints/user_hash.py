@@ -1,17 +1,20 @@
+"""GET /user_hash: the service's one answer."""
+
 import json
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 
+from user_hasher.blueprints import serving_app
 from user_hasher.hashing import parse_user_id, user_hash
 
-blueprint = Blueprint("hashing", __name__)
+blueprint = Blueprint("user_hash", __name__)
 
 
 @blueprint.get("/user_hash")
 async def get_user_hash() -> Response:
     user_id = parse_user_id(request.query_string)
-    digest = user_hash(user_id, current_app.config["USER_SALT"])
+    digest = user_hash(user_id, serving_app.salt.get_secret_value())
     if request.method != "HEAD":  # a HEAD response carries no hash
-        current_app.extensions["metrics"].count_hash()
+        serving_app.metrics.count_hash()
     # Exactly the JSON string, no trailing newline: clients compare the body byte for byte.
     return Response(json.dumps(digest), content_type="application/json")

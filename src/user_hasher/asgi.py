@@ -1,14 +1,18 @@
-"""The one ASGI middleware in front of the Quart app: every HTTP request passes it once.
+"""The ASGI layer in front of the Quart app: what happens to every HTTP request outside
+Quart. One wrapper (`wrap_app`), its jobs each a function named for it:
 
-- GET /metrics is answered here: a scrape is monitoring, not traffic, so it never
-  reaches Quart and is not timed, counted or access-logged.
-- A request with both Content-Length and Transfer-Encoding is refused (400) and its
-  connection closed (RFC 9112, 6.3): a proxy in front may read its length the other
-  way, and whatever follows it on the connection could be smuggled in as a request.
-- Everything else goes to the app, timed; its route, status and duration are handed
-  to each response observer (the request metrics, the access log). One wrapper and
-  one clock read per request, however many observers.
-- While the pod drains, every response carries `Connection: close` (lifecycle.py).
+- `serve_metrics`: GET /metrics is answered here. A scrape is monitoring, not traffic, so
+  it never reaches Quart and is not timed, counted or access-logged.
+- `refuse_ambiguous_length`: a request with both Content-Length and Transfer-Encoding is
+  refused (400) and its connection closed (RFC 9112, 6.3): a proxy in front may read its
+  length the other way, and whatever follows it on the connection could be smuggled in.
+- timing: everything else goes to the app, timed; its route, status and duration are
+  handed to each `ResponseObserver` (the request metrics, the access log).
+- `close_connection`: while the pod drains, every response carries `Connection: close`
+  (lifecycle.py).
+
+The jobs share one wrapper rather than being stacked as four middlewares: each layer would
+add a call and an await to every request, and one clock read serves every observer.
 """
 
 import json
@@ -26,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Called once per request with (scope, route, status, seconds); must not raise or await.
 ResponseObserver = Callable[[Scope, str, int, float], None]
+Headers = Sequence[tuple[bytes, bytes]]
 
 METRICS_PATH = "/metrics"
 # Every path that is no route shares this one label value: unknown paths must not
@@ -34,6 +39,7 @@ UNMATCHED_ROUTE = "unmatched"
 
 _METRICS_METHODS = ("GET", "HEAD")  # Hypercorn drops the body of a HEAD response
 _CONNECTION_CLOSE = (b"connection", b"close")
+_AMBIGUOUS_LENGTH = "request has both Content-Length and Transfer-Encoding"
 
 
 def wrap_app(
@@ -47,13 +53,13 @@ def wrap_app(
     """`routes`: the app's route templates; all are static paths, so a request's route is
     its path when the path is one of them."""
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: startup and shutdown hooks
             await app(scope, receive, send)
             return
         path = scope["path"]
         if path == METRICS_PATH:
-            await _serve_metrics(scope, send, metrics, closing=lifecycle.draining)
+            await serve_metrics(scope, send, metrics, closing=lifecycle.draining)
             return
 
         started = time.perf_counter()
@@ -64,12 +70,12 @@ def wrap_app(
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if lifecycle.draining:
-                    message = _with_connection_close(message)
+                    message = close_connection(message)
             await send(message)
 
         try:
-            if _has_ambiguous_length(scope["headers"]):
-                await _respond_error(send_observed, 400, _AMBIGUOUS_LENGTH, closing=True)
+            if has_ambiguous_length(scope["headers"]):
+                await refuse_ambiguous_length(send_observed)
             else:
                 await app(scope, receive, send_observed)
         except Exception:
@@ -82,31 +88,11 @@ def wrap_app(
             for observer in observers:
                 observer(scope, route, status, seconds)
 
-    return middleware
+    return asgi
 
 
-_AMBIGUOUS_LENGTH = "request has both Content-Length and Transfer-Encoding"
-
-
-def _has_ambiguous_length(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    has_content_length = has_transfer_encoding = False
-    for name, _ in headers:
-        if name == b"content-length":
-            has_content_length = True
-        elif name == b"transfer-encoding":
-            has_transfer_encoding = True
-    return has_content_length and has_transfer_encoding
-
-
-def _with_connection_close(message: Message) -> Message:
-    headers = [
-        (name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"
-    ]
-    headers.append(_CONNECTION_CLOSE)
-    return {**message, "headers": headers}
-
-
-async def _serve_metrics(scope: Scope, send: Send, metrics: Metrics, closing: bool) -> None:
+async def serve_metrics(scope: Scope, send: Send, metrics: Metrics, closing: bool) -> None:
+    """Answers /metrics in the format the Accept headers ask for; 405 for other methods."""
     if scope["method"] not in _METRICS_METHODS:
         allow = (b"allow", ", ".join(_METRICS_METHODS).encode())
         await _respond_error(send, 405, "method not allowed", closing, extra_headers=[allow])
@@ -117,12 +103,34 @@ async def _serve_metrics(scope: Scope, send: Send, metrics: Metrics, closing: bo
     await _respond(send, 200, encoded, body, closing)
 
 
+def has_ambiguous_length(headers: Headers) -> bool:
+    """Whether a request says its length two ways: the shape of a smuggling attempt."""
+    has_content_length = has_transfer_encoding = False
+    for name, _ in headers:
+        if name == b"content-length":
+            has_content_length = True
+        elif name == b"transfer-encoding":
+            has_transfer_encoding = True
+    return has_content_length and has_transfer_encoding
+
+
+async def refuse_ambiguous_length(send: Send) -> None:
+    """A 400 that closes the connection, so nothing sent after the request is read."""
+    await _respond_error(send, 400, _AMBIGUOUS_LENGTH, closing=True)
+
+
+def close_connection(message: Message) -> Message:
+    """The response start with `Connection: close` in place of any connection header: the
+    client reconnects, and a draining pod is no longer among the Service's endpoints."""
+    headers = [
+        (name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"
+    ]
+    headers.append(_CONNECTION_CLOSE)
+    return {**message, "headers": headers}
+
+
 async def _respond_error(
-    send: Send,
-    status: int,
-    message: str,
-    closing: bool,
-    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    send: Send, status: int, message: str, closing: bool, extra_headers: Headers = ()
 ) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), *extra_headers]

@@ -1,4 +1,4 @@
-"""The ASGI middleware in front of the Quart app, driven as ASGI: what each observer is
+"""The ASGI layer in front of the Quart app, driven as ASGI: what each observer is
 told, /metrics, the refused ambiguous-length request, Connection: close while draining."""
 
 import asyncio
@@ -10,9 +10,9 @@ import pytest
 
 from tests.metrics_text import RESPONSES, by_response
 from user_hasher.app import Service, create_app, create_service
+from user_hasher.asgi import ASGIApp, Message, Receive, Scope, Send, wrap_app
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.metrics import Metrics
-from user_hasher.middleware import ASGIApp, Message, Receive, Scope, Send, wrap_app
 from user_hasher.settings import Settings
 
 Observed = tuple[str, str, int]  # method, route, status
@@ -143,8 +143,8 @@ async def test_lifespan_scopes_pass_through_unobserved() -> None:
 async def test_lifespan_reaches_the_app_both_ways_and_startup_makes_it_ready(
     service: Service,
 ) -> None:
-    # Hypercorn's startup and shutdown events pass the middleware to Quart, which runs the
-    # startup hook (ready) and answers each event through the middleware too.
+    # Hypercorn's startup and shutdown events pass the ASGI layer to Quart, which runs the
+    # startup hook (ready) and answers each event through the ASGI layer too.
     incoming: asyncio.Queue[Message] = asyncio.Queue()
     for event in ("lifespan.startup", "lifespan.shutdown"):
         incoming.put_nowait({"type": event})
@@ -348,7 +348,7 @@ async def test_a_handler_exception_in_the_real_stack_is_a_json_500_counted_as_5x
 
 
 def test_every_route_is_a_static_path() -> None:
-    # The middleware finds a request's route by its path; a route with variables
+    # The ASGI layer finds a request's route by its path; a route with variables
     # (`/users/<id>`) would be labelled "unmatched" and needs a lookup through Quart.
     service = create_service(Settings())
     rules = list(service.quart.url_map.iter_rules())

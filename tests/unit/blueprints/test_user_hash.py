@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from tests.metrics_text import HASHES, value
+from tests.metrics_text import BUILD_INFO, HASHES, samples, value
 from user_hasher.app import Service, create_service
-from user_hasher.hashing import MAX_USER_ID_LENGTH
+from user_hasher.hashing import MAX_USER_ID_LENGTH, SALT_CANARY_USER_ID
 from user_hasher.settings import Settings
 
 
@@ -38,6 +38,19 @@ async def test_a_hash_is_counted_for_each_get_and_never_for_head(service: Servic
         assert response.status_code == 200
     await client.get("/user_hash")  # a 400: no hash
     assert value(service.metrics.render([])[0].decode(), HASHES) == 2
+
+
+@pytest.mark.parametrize("salt", ["TESTSALT", "pepper", ""])
+async def test_the_salt_fingerprint_is_what_user_hash_answers_for_the_canary(salt: str) -> None:
+    service = create_service(Settings(USER_SALT=SecretStr(salt)))
+    response = await service.quart.test_client().get(
+        "/user_hash", query_string={"user_id": SALT_CANARY_USER_ID}
+    )
+    answered = json.loads(await response.get_data())
+    text = service.metrics.render([])[0].decode()
+    (labels,) = [dict(labels) for name, labels in samples(text) if name == BUILD_INFO]
+    assert labels["salt_fingerprint"] == answered[:12]
+    assert salt == "" or salt not in text
 
 
 async def test_unset_salt_means_empty_salt() -> None:
