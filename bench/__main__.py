@@ -54,7 +54,7 @@ from user_hasher.hashing import parse_user_id, user_hash
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.logs import AccessLog
 from user_hasher.metrics import Metrics
-from user_hasher.middleware import ASGIApp, wrap_app
+from user_hasher.asgi import ASGIApp, wrap_app
 from user_hasher.settings import Settings
 
 SALT = "TESTSALT"

@@ -21,7 +21,7 @@ from quart import Quart, request
 from user_hasher.app import create_service
 from user_hasher.logs import AccessLog, configure_logging
 from user_hasher.metrics import Metrics
-from user_hasher.middleware import ASGIApp, Receive, Scope, Send
+from user_hasher.asgi import ASGIApp, Receive, Scope, Send
 from user_hasher.server import hypercorn_config, serve
 from user_hasher.settings import Settings, load_settings
 
@@ -66,7 +66,7 @@ async def serve_variant(variant: str, settings: Settings) -> None:
 
 def main() -> None:
     settings = load_settings()
-    configure_logging(settings.LOG_LEVEL, settings.APP_VERSION)
+    configure_logging(settings.LOG_LEVEL, settings.APP_VERSION, settings.APP_REVISION)
     asyncio.run(serve_variant(sys.argv[1], settings))
 
 

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.container.docker_support import HARDENED_RUN_ARGS, Container, docker, project_version
-from user_hasher.middleware import METRICS_PATH
+from user_hasher.asgi import METRICS_PATH
 
 pytestmark = pytest.mark.docker
 
