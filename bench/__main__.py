@@ -50,11 +50,11 @@ from bench.processes import (
 from bench.report import goals, print_report
 from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
 from tests.support.service import http_get
+from user_hasher.asgi import ASGIApp, wrap_app
 from user_hasher.hashing import parse_user_id, user_hash
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.logs import AccessLog
 from user_hasher.metrics import Metrics
-from user_hasher.asgi import ASGIApp, wrap_app
 from user_hasher.settings import Settings
 
 SALT = "TESTSALT"

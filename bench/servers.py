@@ -19,9 +19,9 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from quart import Quart, request
 
 from user_hasher.app import create_service
+from user_hasher.asgi import ASGIApp, Receive, Scope, Send
 from user_hasher.logs import AccessLog, configure_logging
 from user_hasher.metrics import Metrics
-from user_hasher.asgi import ASGIApp, Receive, Scope, Send
 from user_hasher.server import hypercorn_config, serve
 from user_hasher.settings import Settings, load_settings
 
