@@ -27,15 +27,24 @@ COPY requirements/runtime.lock /tmp/runtime.lock
 RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps --require-hashes \
         -r /tmp/runtime.lock
 
+# The build backend that turns the source into a wheel, from its own hashed lock, in a venv of
+# its own that never reaches the runtime stage (pip would otherwise fetch it by version only).
+COPY requirements/build.lock /tmp/build.lock
+RUN python3 -m venv --without-pip /tmp/build-venv \
+    && python3 -m pip --python /tmp/build-venv/bin/python install --no-compile --no-deps \
+        --require-hashes -r /tmp/build.lock
+
 COPY pyproject.toml README.md /src/
 COPY src /src/src
 # Optional (make image passes it): the version label below. When given, it must be the
 # package's version, so the label can never disagree with the code it describes.
 ARG VERSION
-# The package itself (not editable), then bytecode for everything in the venv: the root
+# The package itself (not editable, built by the locked backend above), then bytecode for everything in the venv: the root
 # filesystem is read-only at run time, so nothing can be compiled and cached there.
 # unchecked-hash: the files never change after the build, so Python need not stat the sources.
-RUN python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps /src \
+RUN python3 -m pip --python /tmp/build-venv/bin/python wheel --no-deps --no-build-isolation \
+        --wheel-dir /tmp/wheel /src \
+    && python3 -m pip --python "$VENV/bin/python" install --no-compile --no-deps /tmp/wheel/*.whl \
     && "$VENV/bin/python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$VENV/lib" \
     && installed_version=$("$VENV/bin/python" -c \
         'import importlib.metadata as m; print(m.version("user_hasher"))') \
@@ -71,6 +80,9 @@ ARG BASE_IMAGE
 ARG VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=unknown
+# The build's commit: the `revision` label on user_hasher_build_info and in every log line, so
+# two builds of one version are told apart (a Deployment may still set APP_REVISION itself).
+ENV APP_REVISION="${VCS_REF}"
 LABEL org.opencontainers.image.title="user_hasher" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \

@@ -62,6 +62,8 @@ lock: install ## Re-pin requirements/runtime.lock and dev.lock, with sha256 hash
 		--custom-compile-command "make lock" -o requirements/runtime.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/dev.lock
+	$(VENV)/bin/uv pip compile requirements/build.in --python-version 3.11 --python-platform linux -q --generate-hashes \
+		--custom-compile-command "make lock" -o requirements/build.lock
 
 .PHONY: bench
 bench: install ## Measure speed, memory and pod sizing side by side (wrk; ~6 min; BASELINE=git-ref)

@@ -19,7 +19,16 @@ from tests.support.locks import BROKEN_LOCK_CASES, REPO_ROOT, broken_lock, lock_
 pytestmark = pytest.mark.docker
 
 # What the Dockerfile copies (.dockerignore leaves the rest of the tree out anyway).
-BUILD_CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "src")
+BUILD_CONTEXT = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "README.md",
+    "src",
+    "requirements",
+)
+# Each lock the build installs from, and a package of it whose hashes a broken copy replaces.
+BUILD_LOCKS = {"runtime": "quart", "build": "hatchling"}
 
 
 def local_base_args() -> list[str]:
@@ -29,9 +38,10 @@ def local_base_args() -> list[str]:
     return ["--build-arg", f"BASE_IMAGE={base}"] if found.returncode == 0 else []
 
 
+@pytest.mark.parametrize("lock_name", BUILD_LOCKS)
 @pytest.mark.parametrize("case", BROKEN_LOCK_CASES)
-def test_the_image_build_refuses_a_runtime_lock_it_cannot_verify(
-    case: str, container_image: Image, tmp_path: Path
+def test_the_image_build_refuses_a_lock_it_cannot_verify(
+    case: str, lock_name: str, container_image: Image, tmp_path: Path
 ) -> None:
     for name in BUILD_CONTEXT:
         source = REPO_ROOT / name
@@ -39,9 +49,8 @@ def test_the_image_build_refuses_a_runtime_lock_it_cannot_verify(
             shutil.copytree(source, tmp_path / name)
         else:
             shutil.copy(source, tmp_path / name)
-    (tmp_path / "requirements").mkdir()
-    lock = broken_lock(lock_path("runtime").read_text(), case)
-    (tmp_path / "requirements" / "runtime.lock").write_text(lock.text)
+    lock = broken_lock(lock_path(lock_name).read_text(), case, BUILD_LOCKS[lock_name])
+    (tmp_path / "requirements" / f"{lock_name}.lock").write_text(lock.text)
 
     result = subprocess.run(
         # --force-rm: the failed step's container goes too; nothing is tagged.
@@ -58,3 +67,4 @@ def test_the_image_build_refuses_a_runtime_lock_it_cannot_verify(
     assert re.search(lock.refusal, output), output[-3000:]
     # It stopped at the lock's install: the build never reached the package's source.
     assert "COPY pyproject.toml README.md /src/" not in output
+    assert "Successfully built" not in output

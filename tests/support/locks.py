@@ -18,7 +18,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK_DIR = REPO_ROOT / "requirements"
 # Every lock `make lock` and `make checkov-lock` write.
-LOCK_NAMES = ("runtime", "dev", "checkov")
+LOCK_NAMES = ("runtime", "build", "dev", "checkov")
 
 ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+)[^\n]*(?:\n {4}[^\n]*)*", re.M)
 HASH = re.compile(r"--hash=sha256:([0-9a-f]*)")
@@ -79,15 +79,16 @@ class BrokenLock:
     refusal: str
 
 
-def broken_lock(lock_text: str, case: str) -> BrokenLock:
-    """A copy of the lock broken as `case` (one of BROKEN_LOCK_CASES) says."""
+def broken_lock(lock_text: str, case: str, package: str = TAMPERED_PACKAGE) -> BrokenLock:
+    """A copy of the lock broken as `case` (one of BROKEN_LOCK_CASES) says; `package` is the
+    one whose hashes "a hash no file has" replaces."""
     pins = read_pins(lock_text)
     if case == "a hash no file has":
-        version = re.escape(pins[TAMPERED_PACKAGE].version)
+        version = re.escape(pins[package].version)
         return BrokenLock(
-            with_hashes_replaced(lock_text, TAMPERED_PACKAGE),
+            with_hashes_replaced(lock_text, package),
             # The package, its pinned version and the URL of the file refused.
-            rf"DO NOT MATCH THE HASHES.*\n\s+{TAMPERED_PACKAGE}=={version} from \S+",
+            rf"DO NOT MATCH THE HASHES.*\n\s+{package}=={version} from \S+",
         )
     if case == "no hashes at all":
         # pip names the first pin it fetched, with the hash its file has.

@@ -57,10 +57,16 @@ def test_the_dev_lock_pins_the_build_backend_pyproject_names() -> None:
     the same one [build-system] pins, so the editable install and the image build agree."""
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     dev = read_pins(lock_path("dev").read_text())
+    build = read_pins(lock_path("build").read_text())
     for requirement in pyproject["build-system"]["requires"]:
         name, _, version = requirement.partition("==")
         assert version, f"[build-system] requires {requirement!r}: pin it exactly"
         assert dev[normalized(name)].version == version
+        assert build[normalized(name)].version == version
+    # The image's build backend (build.lock) is the one developers build with, file for file.
+    for name, pin in build.items():
+        assert dev[name].version == pin.version, name
+        assert set(dev[name].hashes) == set(pin.hashes), name
 
 
 def make(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
