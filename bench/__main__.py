@@ -9,7 +9,7 @@ are context: compare the ratios.
 Sections: throughput (wrk, closed loop) of the ceiling, the framework floor, the shipped
 service and the shipped service with each part switched off; the app's own parts timed in
 process, as shares of a request; latency under open-loop load
-at fixed shares of saturation (tests/support/openloop.py, latency from each request's
+at fixed shares of saturation (proving/openloop.py, latency from each request's
 intended start); memory (RSS) idle, after traffic, after unknown paths, with idle and
 half-sent connections; /metrics render time; start and stop times; a profile of the
 shipped service under load (py-spy); and the pod sizing that follows (bench/capacity.py).
@@ -48,8 +48,8 @@ from bench.processes import (
     wrk_command,
 )
 from bench.report import goals, print_report
-from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
-from tests.support.service import http_get
+from proving.openloop import LoadPlan, LoadRun, Target, summarize
+from proving.service import http_get
 from user_hasher.hashing import parse_user_id, user_hash
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.logs import AccessLog
@@ -71,6 +71,10 @@ VARIANTS: dict[str, str | None] = {
 # Shares of the shipped service's saturation rate at which open-loop latency is measured.
 LATENCY_SHARES = (0.5, 0.7, 0.85)
 LATENCY_RUNS = 3
+
+
+class BenchError(RuntimeError):
+    """A measurement's precondition did not hold: its numbers would mean nothing."""
 
 
 @dataclass(frozen=True)
@@ -396,7 +400,8 @@ def probe_under_saturation(mode: Mode, env: dict[str, str], connections: int = 1
             started = time.perf_counter()
             status, _, _ = http_get(server.port, "/readyz", timeout=30)
             times.append(time.perf_counter() - started)
-            assert status == 200
+            if status != 200:
+                raise BenchError(f"/readyz answered {status} under saturation")
             time.sleep(0.2)
         load.wait(timeout=60)
     finally:
@@ -419,8 +424,8 @@ def start_and_stop(mode: Mode, env: dict[str, str]) -> dict:
         server = Server("lifecycle", None, {**env, "DRAIN_SECONDS": "0"}).start()
         ready.append(server.ready_seconds)
         stopped.append(server.stop(signal.SIGTERM))
-        assert server.process is not None
-        assert server.process.returncode == 0, server.output()
+        if server.wait_exit(timeout=0) != 0:
+            raise BenchError(f"SIGTERM ended the service with an error:\n{server.output}")
     return {
         "start_to_ready_seconds_median": statistics.median(ready),
         "sigterm_to_exit_seconds_median": statistics.median(stopped),
@@ -438,12 +443,11 @@ def profile(mode: Mode, env: dict[str, str], name: str = "profile", top: int = 1
     try:
         if mode.warm_up:
             wrk(server.url + TARGET, seconds=1)
-        assert server.process is not None
         sampler = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("py-spy")),  # installed with the dev extra
                 *("record", "--nonblocking", "--format", "raw", "--rate", "250"),
-                *("--duration", str(round(mode.profile_seconds)), "--pid", str(server.process.pid)),
+                *("--duration", str(round(mode.profile_seconds)), "--pid", str(server.pid)),
                 *("--output", str(raw)),
             ],
             stdout=subprocess.DEVNULL,

@@ -21,7 +21,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.local_cluster import CONTEXT, LocalCluster, Watch, WatchEvent
+from proving.kubectl import Watch, WatchEvent, stop_process
+from proving.local_cluster import LocalCluster
+from proving.steady import steady_pods
 
 # How often the log follower looks for containers it does not follow yet.
 FOLLOW_POLL_SECONDS = 0.5
@@ -55,11 +57,6 @@ def pod_version(pod_ip: str, port: int) -> list[str]:
 
 
 # --- Reading watch events ------------------------------------------------------------------
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def restart_count(pod: dict[str, Any]) -> int:
@@ -202,22 +199,10 @@ class Observer:
         return dict(self._pod_state.refresh())
 
     def steady_pods(self) -> list[dict[str, Any]] | None:
-        """The pods when the rollout is complete, the replica count is reached and every
-        pod is ready and not terminating; None otherwise."""
+        """The pods when the app is steady (proving.steady), as the watches last showed it;
+        None otherwise."""
         deployment = self._deployment_state.refresh().get(self.deployment)
-        if deployment is None:
-            return None
-        status, replicas = deployment.get("status", {}), deployment["spec"]["replicas"]
-        if deployment["metadata"]["generation"] != status.get("observedGeneration"):
-            return None
-        counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-        if any(status.get(count) != replicas for count in counts):
-            return None
-        pods = list(self.live_pods().values())
-        live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
-        if len(pods) != replicas or len(live) != replicas or not all(map(is_ready, live)):
-            return None
-        return live
+        return steady_pods(deployment, self.live_pods().values())
 
     def replicas(self) -> int | None:
         """The Deployment's replica count, as the watch last showed it."""
@@ -241,12 +226,7 @@ class Observer:
         path = self.log_dir / f"{pod}-{restarts}.log"
         follow = ["logs", "--follow", "--timestamps", "--namespace", self.namespace, pod]
         with path.open("wb") as log:
-            process = subprocess.Popen(
-                ["kubectl", "--context", CONTEXT, *follow],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.cluster.env(),
-            )
+            process = self.cluster.client.popen(*follow, stdout=log, stderr=subprocess.STDOUT)
         self._followers[container_id] = (process, path, pod)
 
     def draining_times(self) -> dict[str, float]:
@@ -263,12 +243,8 @@ class Observer:
         self._follow_thread.join(timeout=10)
         for process, _, _ in self._followers.values():
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all at once: each then has its time to go
         for process, _, _ in self._followers.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
         for watch in (self.pods, self.deployments, self.slices):
             watch.stop()

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.support.service import ServiceProcess
+from proving.service import ServiceProcess
 from user_hasher.app import Service, create_service
 from user_hasher.settings import Settings
 

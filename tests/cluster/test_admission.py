@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from proving.local_cluster import LocalCluster
+from proving.manifests import MANIFEST, REPO
 from tests.cluster.conftest import APP, NAMESPACE, report
-from tests.k8s.manifests import MANIFEST, REPO
-from tests.support.local_cluster import LocalCluster
 
 README = (REPO / "README.md").read_text()
 OBJECTS = 8

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from proving.docker import running_in_ci
+from proving.local_cluster import LocalCluster
+from proving.manifests import REPO
 from tests.cluster.conftest import NAMESPACE, DeployedApp, report, wait_steady
-from tests.container.docker_support import running_in_ci
-from tests.k8s.manifests import REPO
-from tests.support.local_cluster import LocalCluster
 
 SUMMARY = REPO / "build" / "rollout-check" / "summary.json"
 # 10 s steady, a rollout of about 20 s here, and at least 10 s after it.

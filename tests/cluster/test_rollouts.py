@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from proving.kubectl import WatchEvent, stop_process
+from proving.local_cluster import LocalCluster
+from proving.manifests import REPO
 from tests.cluster.conftest import (
     APP,
     NAMESPACE,
@@ -22,8 +25,6 @@ from tests.cluster.conftest import (
     wait_steady,
 )
 from tests.cluster.prometheus import ClusterPrometheus
-from tests.k8s.manifests import REPO
-from tests.support.local_cluster import CONTEXT, LocalCluster, WatchEvent
 
 SCRAPE_WAIT_SECONDS = 90
 # A second build of the same code: only its revision label differs, so its image ID does.
@@ -69,28 +70,13 @@ def followed_logs(
         name = pod["metadata"]["name"]
         path = tmp_path / f"{name}.log"
         with path.open("w") as log:
-            followers[name] = (
-                subprocess.Popen(
-                    [
-                        "kubectl",
-                        "--context",
-                        CONTEXT,
-                        "logs",
-                        "--follow",
-                        "--namespace",
-                        NAMESPACE,
-                        name,
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=cluster.env(),
-                ),
-                path,
+            follow = cluster.client.in_namespace(NAMESPACE).popen(
+                "logs", "--follow", name, stdout=log, stderr=subprocess.STDOUT
             )
+            followers[name] = (follow, path)
     yield followers
     for process, _ in followers.values():
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def test_make_rollout_of_the_running_build_restarts_and_every_old_pod_drains(

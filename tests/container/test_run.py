@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.container.docker_support import HARDENED_RUN_ARGS, Container, docker, project_version
+from proving.docker import HARDENED_RUN_ARGS, Container, docker
+from proving.manifests import package_version
 from user_hasher.middleware import METRICS_PATH
 
 pytestmark = pytest.mark.docker
@@ -45,7 +46,7 @@ def test_metrics_answer_in_the_text_format(start_container: StartContainer) -> N
     assert families
     # The package's own version (the image sets no APP_VERSION) reaches the metric labels.
     assert any(
-        sample.labels.get("app_version") == project_version()
+        sample.labels.get("app_version") == package_version()
         for family in families
         for sample in family.samples
     )

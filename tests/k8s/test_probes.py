@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.k8s.manifests import Doc, app_container, only, pod_spec, resolve_env
-from tests.support.load import wait_until
-from tests.support.service import ServiceProcess, http_get
+from proving.manifests import Doc, app_container, only, pod_spec, resolve_env
+from proving.service import ServiceProcess, http_get
+from proving.waiting import wait_until
 
 # What the kubelet would put in the downward-API variables; any address will do here.
 FIELD_VALUES = {"status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}

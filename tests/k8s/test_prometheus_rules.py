@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.k8s.manifests import MONITORING_DIR, REPO, Doc, load_documents
-from tests.support.tools import require_tool
+from proving.manifests import MONITORING_DIR, REPO, Doc, load_documents
+from tests.support.needs import require_tool
 
 RULE = MONITORING_DIR / "prometheusrule.yaml"
 UNIT_TESTS = Path(__file__).with_name("prometheus_rules_test.yaml")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.manifests import REPO
-from tests.support.service import free_port
-from tests.support.tools import require_tool
+from proving.manifests import REPO
+from proving.service import free_port
+from tests.support.needs import require_tool
 
 SMOKE = REPO / "scripts/smoke.sh"
 SHELL_SCRIPTS = [SMOKE, REPO / "scripts/k8s/port_forward_smoke.sh"]

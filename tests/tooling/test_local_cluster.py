@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.local_cluster import host_network_state, left_behind
+from proving.local_cluster import host_network_state, left_behind
 
 # What a CI machine held before the start: a killed run's bridge, device, routes and rule.
 KILLED_RUN = frozenset(

@@ -1,4 +1,4 @@
-"""The open-loop load generator (tests/support/openloop.py) against real sockets.
+"""The open-loop load generator (proving/openloop.py) against real sockets.
 
 Process tests run it against a real `python -m user_hasher` and real signals; the
 error kinds a healthy service never produces (5xx, a wrong body, silence) come from
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.openloop import (
+from proving.openloop import (
     Client,
     Error,
     LoadPlan,
@@ -31,7 +31,7 @@ from tests.support.openloop import (
     percentile,
     summarize,
 )
-from tests.support.service import ServiceProcess, free_port
+from proving.service import ServiceProcess, free_port
 
 StartService = Callable[..., ServiceProcess]
 SALT = "TESTSALT"
