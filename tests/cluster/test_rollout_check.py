@@ -14,7 +14,6 @@ left from (proving/capture.py). Every other failure fails the test, and `make ro
 itself stays strict (it exits 1 either way)."""
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from proving.capture import REJECTED_SYN_FILTER, TCPDUMP_HEX, rejected_connections
+from proving.capture import REJECTED_SYN_FILTER, Capture, rejected_connections
 from proving.local_cluster import LocalCluster
 from proving.manifests import REPO
-from proving.waiting import wait_until
 from tests.cluster.conftest import NAMESPACE, DeployedApp, report, wait_steady
 from tests.support.needs import require_tool
 
@@ -38,46 +36,18 @@ CAPTURE_LIMIT = 10_000  # packets; tcpdump stops by itself after them
 
 
 @pytest.fixture
-def policy_rejections(tmp_path: Path) -> Iterator[Path]:
-    """A file that receives each SYN the policy engine rejects (`tcpdump -x`: a summary line
-    and the packet in hex), while the test runs."""
-    tcpdump = require_tool("tcpdump", "Debian package tcpdump; it tells rejections apart")
-    lines, log = tmp_path / "rejected-syns.txt", tmp_path / "tcpdump.log"
-    with lines.open("w") as out, log.open("w") as err:
-        capture = subprocess.Popen(
-            [
-                tcpdump,
-                "-i",
-                "cni0",
-                "--immediate-mode",  # each packet reaches the file as it is captured
-                "-n",
-                "-l",
-                "-tt",
-                TCPDUMP_HEX,
-                "-c",
-                str(CAPTURE_LIMIT),
-                POLICY_REJECTED_SYN,
-            ],
-            stdout=out,
-            stderr=err,
-        )
-    try:
-        listening = wait_until(
-            lambda: "listening on cni0" in log.read_text() or capture.poll() is not None, 30
-        )
-        assert capture.poll() is None, f"tcpdump exited: {log.read_text()}"
-        assert listening, "tcpdump did not start listening in 30 s"
-        yield lines
-    finally:
-        capture.terminate()
-        capture.wait(timeout=30)
+def policy_rejections(tmp_path: Path) -> Iterator[Capture]:
+    """Each SYN the policy engine rejects, captured on the pod bridge while the test runs."""
+    require_tool("tcpdump", "Debian package tcpdump; it tells rejections apart")
+    with Capture("cni0", POLICY_REJECTED_SYN, tmp_path, CAPTURE_LIMIT) as capture:
+        yield capture
 
 
 def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
     cluster: LocalCluster,
     app: DeployedApp,
     steady: list[dict[str, Any]],
-    policy_rejections: Path,
+    policy_rejections: Capture,
 ) -> None:
     pods_before = {pod["metadata"]["name"] for pod in steady}
     SUMMARY.unlink(missing_ok=True)
@@ -89,7 +59,7 @@ def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
 
     seconds = time.monotonic() - started
     time.sleep(1)  # the last packets reach the file
-    rejected_syns = rejected_connections(policy_rejections.read_text())
+    rejected_syns = rejected_connections(policy_rejections.text())
     assert SUMMARY.exists(), result.stdout[-4000:]
     data = json.loads(SUMMARY.read_text())
     (scenario,) = data["scenarios"]

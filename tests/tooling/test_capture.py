@@ -5,14 +5,13 @@ listening) is not captured at all, so it can never excuse a refused request."""
 import os
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from proving.capture import REJECTED_SYN_FILTER, TCPDUMP_HEX, rejected_connections
+from proving.capture import REJECTED_SYN_FILTER, Capture, rejected_connections
 from proving.service import free_port
 from proving.waiting import wait_until
 from tests.support.needs import require, require_tool
@@ -53,39 +52,17 @@ def port_unreachable_for_syn(source: tuple[str, int], destination: tuple[str, in
 
 
 @pytest.fixture
-def capture(tmp_path: Path) -> Iterator[Path]:
-    """tcpdump on loopback with the rollout-check test's filter, writing to a file."""
-    tcpdump = require_tool("tcpdump", "Debian package tcpdump")
+def capture(tmp_path: Path) -> Iterator[Capture]:
+    """tcpdump on loopback with the rollout-check test's filter."""
+    require_tool("tcpdump", "Debian package tcpdump")
     root = os.geteuid() == 0
     require(None if root else "not root", "this test (a raw ICMP socket and a capture)")
-    out, log = tmp_path / "capture.txt", tmp_path / "tcpdump.log"
-    with out.open("w") as stdout, log.open("w") as stderr:
-        process = subprocess.Popen(
-            [
-                tcpdump,
-                "-i",
-                "lo",
-                "--immediate-mode",
-                "-n",
-                "-l",
-                TCPDUMP_HEX,
-                "-c",
-                "10",
-                REJECTED_SYN_FILTER,
-            ],
-            stdout=stdout,
-            stderr=stderr,
-        )
-    try:
-        assert wait_until(lambda: "listening on lo" in log.read_text(), timeout=30), log.read_text()
-        yield out
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with Capture("lo", REJECTED_SYN_FILTER, tmp_path) as running:
+        yield running
 
 
 def test_a_rejected_syn_is_read_back_as_its_source_and_a_reset_is_not_captured(
-    capture: Path,
+    capture: Capture,
 ) -> None:
     # A refusal by reset: nothing listens on the port.
     with (
@@ -97,6 +74,6 @@ def test_a_rejected_syn_is_read_back_as_its_source_and_a_reset_is_not_captured(
         message = port_unreachable_for_syn(("127.0.0.1", CLIENT_PORT), ("127.0.0.2", 8000))
         icmp.sendto(message, ("127.0.0.1", 0))
 
-    assert wait_until(lambda: "0x0030" in capture.read_text(), timeout=10), capture.read_text()
+    assert wait_until(lambda: "0x0030" in capture.text(), timeout=10), capture.text()
     time.sleep(0.2)  # the rest of the packet's lines
-    assert rejected_connections(capture.read_text()) == [f"127.0.0.1:{CLIENT_PORT}"]
+    assert rejected_connections(capture.text()) == [f"127.0.0.1:{CLIENT_PORT}"]
