@@ -48,6 +48,8 @@ from bench.processes import (
     wrk_command,
 )
 from bench.report import goals, print_report
+from proving.contract import CONTRACT_SALT
+from proving.manifests import MANIFEST, app_container, load_documents, only
 from proving.openloop import LoadPlan, LoadRun, Target, summarize
 from proving.service import http_get
 from user_hasher.hashing import parse_user_id, user_hash
@@ -57,7 +59,7 @@ from user_hasher.metrics import Metrics
 from user_hasher.middleware import ASGIApp, wrap_app
 from user_hasher.settings import Settings
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 SUMMARY = Path("build/bench/summary.json")
 SHIPPED = "shipped"
 # The variants in the order they run in each round; None is `python -m user_hasher`.
@@ -96,13 +98,8 @@ SHORT = Mode(1, 1.0, 1.0, 2_000, 500, 500, 1, 1.0, warm_up=False)
 
 def deployed_env() -> dict[str, str]:
     """The plain values the Deployment sets (none from Secrets or the downward API)."""
-    import yaml
-
-    for document in yaml.safe_load_all(Path("user_hasher.yaml").read_text()):
-        if document and document["kind"] == "Deployment":
-            (container,) = document["spec"]["template"]["spec"]["containers"]
-            return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-    raise LookupError("no Deployment in user_hasher.yaml")
+    container = app_container(only(load_documents(MANIFEST), "Deployment"))
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def env_for_servers() -> dict[str, str]:

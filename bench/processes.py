@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from proving.contract import CONTRACT_TARGET
 from proving.service import SERVICE_MODULE, ServiceProcess
 
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -25,7 +26,7 @@ CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Enough file descriptors for the idle-connection run on both sides of loopback.
 OPEN_FILES = 65_536
-TARGET = "/user_hash?user_id=TESTUSERID"
+TARGET = CONTRACT_TARGET
 
 
 def raise_open_files_limit() -> None:

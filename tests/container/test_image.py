@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proving.contract import CONTRACT_SALT
 from proving.docker import (
     BUILD_TIMEOUT_SECONDS,
     DOCKER,
@@ -23,7 +24,7 @@ LOCAL_BASE = "user-hasher-base:bookworm"
 
 pytestmark = pytest.mark.docker
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 APP_USER = "10001:10001"
 VENV_PYTHON = "/opt/venv/bin/python"
 
