@@ -35,6 +35,7 @@ from proving.openloop import (
     summarize,
 )
 from proving.service import ServiceProcess, free_port
+from tests.support.needs import require
 
 StartService = Callable[..., ServiceProcess]
 SALT = CONTRACT_SALT
@@ -302,8 +303,8 @@ def test_answered_requests_name_their_connection_and_its_close(
 def host_unreachable_port() -> Iterator[int]:
     """A loopback port whose connections the kernel answers with ICMP host unreachable, as
     it does for a pod IP that no longer answers ARP; the iptables rule goes afterwards."""
-    if os.geteuid() != 0 or shutil.which("iptables") is None:
-        pytest.skip("SKIPPED LOUDLY: needs root and iptables for an ICMP host-unreachable rule")
+    tools = os.geteuid() == 0 and shutil.which("iptables")
+    require(None if tools else "needs root and iptables", "this test (an ICMP reject rule)")
     port = free_port()
     rule = ["OUTPUT", "-d", "127.0.0.1/32", "-p", "tcp", "--dport", str(port)]
     rule += ["-m", "comment", "--comment", "user_hasher test", "-j", "REJECT"]
