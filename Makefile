@@ -153,11 +153,11 @@ CHECKOV_VENV := .venv-checkov
 
 .PHONY: manifest
 manifest: install ## Render user_hasher.yaml from k8s/ (commit both)
-	$(PY) scripts/k8s/render_manifest.py
+	$(PY) -m scripts.k8s.render_manifest
 
 .PHONY: manifest-check
 manifest-check: install ## Fail if user_hasher.yaml differs from what `make manifest` renders
-	$(PY) scripts/k8s/render_manifest.py --check
+	$(PY) -m scripts.k8s.render_manifest --check
 	$(PY) scripts/k8s/render_prometheus_rules.py --check
 
 .PHONY: rules

@@ -9,7 +9,7 @@ are context: compare the ratios.
 Sections: throughput (wrk, closed loop) of the ceiling, the framework floor, the shipped
 service and the shipped service with each part switched off; the app's own parts timed in
 process, as shares of a request; latency under open-loop load
-at fixed shares of saturation (tests/support/openloop.py, latency from each request's
+at fixed shares of saturation (proving/openloop.py, latency from each request's
 intended start); memory (RSS) idle, after traffic, after unknown paths, with idle and
 half-sent connections; /metrics render time; start and stop times; a profile of the
 shipped service under load (py-spy); and the pod sizing that follows (bench/capacity.py).
@@ -48,8 +48,10 @@ from bench.processes import (
     wrk_command,
 )
 from bench.report import goals, print_report
-from tests.support.openloop import LoadPlan, LoadRun, Target, summarize
-from tests.support.service import http_get
+from proving.contract import CONTRACT_SALT
+from proving.manifests import MANIFEST, app_container, load_documents, only
+from proving.openloop import LoadPlan, LoadRun, Target, summarize
+from proving.service import http_get
 from user_hasher.asgi import ASGIApp, wrap_app
 from user_hasher.hashing import parse_user_id, user_hash
 from user_hasher.lifecycle import Lifecycle
@@ -57,7 +59,7 @@ from user_hasher.logs import AccessLog
 from user_hasher.metrics import Metrics
 from user_hasher.settings import Settings
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 SUMMARY = Path("build/bench/summary.json")
 SHIPPED = "shipped"
 # The variants in the order they run in each round; None is `python -m user_hasher`.
@@ -71,6 +73,10 @@ VARIANTS: dict[str, str | None] = {
 # Shares of the shipped service's saturation rate at which open-loop latency is measured.
 LATENCY_SHARES = (0.5, 0.7, 0.85)
 LATENCY_RUNS = 3
+
+
+class BenchError(RuntimeError):
+    """A measurement's precondition did not hold: its numbers would mean nothing."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,8 @@ SHORT = Mode(1, 1.0, 1.0, 2_000, 500, 500, 1, 1.0, warm_up=False)
 
 def deployed_env() -> dict[str, str]:
     """The plain values the Deployment sets (none from Secrets or the downward API)."""
-    import yaml
-
-    for document in yaml.safe_load_all(Path("user_hasher.yaml").read_text()):
-        if document and document["kind"] == "Deployment":
-            (container,) = document["spec"]["template"]["spec"]["containers"]
-            return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-    raise LookupError("no Deployment in user_hasher.yaml")
+    container = app_container(only(load_documents(MANIFEST), "Deployment"))
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def env_for_servers() -> dict[str, str]:
@@ -396,7 +397,8 @@ def probe_under_saturation(mode: Mode, env: dict[str, str], connections: int = 1
             started = time.perf_counter()
             status, _, _ = http_get(server.port, "/readyz", timeout=30)
             times.append(time.perf_counter() - started)
-            assert status == 200
+            if status != 200:
+                raise BenchError(f"/readyz answered {status} under saturation")
             time.sleep(0.2)
         load.wait(timeout=60)
     finally:
@@ -419,8 +421,8 @@ def start_and_stop(mode: Mode, env: dict[str, str]) -> dict:
         server = Server("lifecycle", None, {**env, "DRAIN_SECONDS": "0"}).start()
         ready.append(server.ready_seconds)
         stopped.append(server.stop(signal.SIGTERM))
-        assert server.process is not None
-        assert server.process.returncode == 0, server.output()
+        if server.wait_exit(timeout=0) != 0:
+            raise BenchError(f"SIGTERM ended the service with an error:\n{server.output}")
     return {
         "start_to_ready_seconds_median": statistics.median(ready),
         "sigterm_to_exit_seconds_median": statistics.median(stopped),
@@ -438,12 +440,11 @@ def profile(mode: Mode, env: dict[str, str], name: str = "profile", top: int = 1
     try:
         if mode.warm_up:
             wrk(server.url + TARGET, seconds=1)
-        assert server.process is not None
         sampler = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("py-spy")),  # installed with the dev extra
                 *("record", "--nonblocking", "--format", "raw", "--rate", "250"),
-                *("--duration", str(round(mode.profile_seconds)), "--pid", str(server.process.pid)),
+                *("--duration", str(round(mode.profile_seconds)), "--pid", str(server.pid)),
                 *("--output", str(raw)),
             ],
             stdout=subprocess.DEVNULL,

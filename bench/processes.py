@@ -11,21 +11,22 @@ import re
 import resource
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.service import free_port, http_get
+from proving.contract import CONTRACT_TARGET
+from proving.service import SERVICE_MODULE, ServiceProcess
 
 SERVER_CPU, LOAD_CPU = 0, 1
 READY_TIMEOUT_SECONDS = 30.0
+# Start-to-ready is one of the numbers measured: poll finely.
+READY_POLL_SECONDS = 0.005
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Enough file descriptors for the idle-connection run on both sides of loopback.
 OPEN_FILES = 65_536
-TARGET = "/user_hash?user_id=TESTUSERID"
+TARGET = CONTRACT_TARGET
 
 
 def raise_open_files_limit() -> None:
@@ -34,56 +35,36 @@ def raise_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
 
 
-class Server:
-    """`python -m user_hasher` (variant None) or `python -m bench.servers VARIANT`."""
+class Server(ServiceProcess):
+    """`python -m user_hasher` (variant None) or `python -m bench.servers VARIANT`, on
+    SERVER_CPU, its output in a temporary file; what it spends is read from /proc."""
 
     def __init__(self, name: str, variant: str | None, env: dict[str, str]) -> None:
         self.name = name
-        self.port = free_port()
-        module = ["-m", "user_hasher"] if variant is None else ["-m", "bench.servers", variant]
-        # The bare servers have no /readyz: they are ready when they answer the target.
-        self.ready_path = TARGET if variant in ("raw", "quart") else "/readyz"
-        self.argv = ["taskset", "-c", str(SERVER_CPU), sys.executable, *module]
-        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
-        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
+        super().__init__(
+            Path(self._log.name),
+            env,
+            prefix=["taskset", "-c", str(SERVER_CPU)],
+            module=SERVICE_MODULE if variant is None else ["-m", "bench.servers", variant],
+            # The bare servers have no /readyz: they are ready when they answer the target.
+            ready_target=TARGET if variant in ("raw", "quart") else "/readyz",
+            preexec_fn=raise_open_files_limit,
+        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
 
     def start(self) -> Server:
-        """Starts the process; returns once /readyz answers 200."""
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=raise_open_files_limit,
-        )
-        deadline = self.started + READY_TIMEOUT_SECONDS
-        while not self._answers(self.ready_path):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not get ready:\n{self.output()}")
-            time.sleep(0.005)
-        self.ready_seconds = time.monotonic() - self.started
+        """Starts the process; returns once it answers its ready target."""
+        super().start()
+        self.wait_ready(READY_TIMEOUT_SECONDS, interval=READY_POLL_SECONDS)
         return self
 
-    def _answers(self, path: str) -> bool:
-        try:
-            return http_get(self.port, path, timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
     def _stat(self) -> list[str]:
-        assert self.process is not None
         # The pid is taskset's until it execs python: the same process, same /proc entry.
-        text = Path(f"/proc/{self.process.pid}/stat").read_text()
+        text = Path(f"/proc/{self.pid}/stat").read_text()
         return text.rsplit(")", 1)[1].split()
 
     def cpu_seconds(self) -> float:
@@ -93,16 +74,17 @@ class Server:
     def rss_mib(self) -> float:
         return int(self._stat()[21]) * PAGE_SIZE / 2**20
 
-    def stop(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> float:
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> float:  # type: ignore[override]
         """Sends `sig`, waits for the exit; returns the seconds it took."""
-        sent = time.monotonic()
         if self.process is None:
             return 0.0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        self.process.wait(timeout=timeout)
-        self.log.close()
-        return time.monotonic() - sent
+        seconds = self.stop_by(sig, timeout)
+        self._log.close()
+        return seconds
+
+
+class WrkError(RuntimeError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -152,7 +134,8 @@ def wrk(url: str, seconds: float, connections: int = 32, unknown_paths: bool = F
             [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
         )
     found = re.search(r"(\d+) requests in ([\d.]+)(m?s)", result.stdout)
-    assert found is not None, result.stdout
+    if found is None:
+        raise WrkError(f"wrk printed no totals:\n{result.stdout}")
     requests, elapsed, unit = int(found[1]), float(found[2]), found[3]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", result.stdout))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)

@@ -1,8 +1,8 @@
 """`python -m rehearsal`: run the scenarios under load, write summary.json and
 rollout.png, print the summary last; exit 1 when a gate fails.
 
-Run it from the repository root (it uses the test suite's load generator and cluster
-helpers from tests/support). The cluster mode needs root, a Docker engine and the
+Run it from the repository root (it uses the proving tools: the load generator and cluster
+helpers in proving/). The cluster mode needs root, a Docker engine and the
 cluster bundle (../shared/kube): `make rehearse` runs it.
 """
 

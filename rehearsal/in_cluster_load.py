@@ -8,8 +8,9 @@ mounted from a ConfigMap beside this file).
 The salt comes from $USER_SALT (the app's Secret), so every body is checked. The run is
 bounded by --seconds and stops by itself. Output, one JSON object per line on stdout:
 {"started_at": epoch seconds at zero on the records' clock} first, once the schedule runs;
-then one [intended, latency, client, status, error, wait, detail] array per request; then
-{"records": count} last, so a reader knows it saw them all.
+then one [intended, latency, client, status, error, wait, detail, source] array per request
+(source: the "ip:port" its connection left from); then {"records": count} last, so a reader
+knows it saw them all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 import time
 
-import openloop  # the file next to this one (tests/support/openloop.py in the repository)
+import openloop  # the file next to this one (proving/openloop.py in the repository)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     for r in records:
         row = [round(r.intended, 4), round(r.latency, 5), str(r.client), r.status]
-        row += [r.error and str(r.error), round(r.wait, 5), r.detail]
+        row += [r.error and str(r.error), round(r.wait, 5), r.detail, r.source]
         out.write(json.dumps(row) + "\n")
     out.write(json.dumps({"records": len(records)}) + "\n")
     out.flush()

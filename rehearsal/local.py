@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from proving.openloop import LoadPlan, LoadRun, RequestRecord, Target, measure_saturation
+from proving.service import ServiceProcess, answers_ready, http_get
 from rehearsal.observe import app_versions
 from rehearsal.report import Event, Rehearsal, Role, Scenario
-from tests.support.openloop import LoadPlan, LoadRun, RequestRecord, Target, measure_saturation
-from tests.support.service import ServiceProcess, answers_ready, http_get
 
 SALT = "rehearsal-salt"
 SATURATION_CONNECTIONS = 8

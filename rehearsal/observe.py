@@ -10,7 +10,6 @@ moment the runtime read the line from the app's stdout).
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import subprocess
 import threading
@@ -21,7 +20,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.local_cluster import CONTEXT, LocalCluster, Watch, WatchEvent
+from proving.kubectl import Watch, WatchEvent, stop_process
+from proving.local_cluster import LocalCluster
+from proving.service import http_get
+from proving.steady import steady_pods
 
 # How often the log follower looks for containers it does not follow yet.
 FOLLOW_POLL_SECONDS = 0.5
@@ -42,24 +44,13 @@ def app_versions(metrics_text: str) -> list[str]:
 
 def pod_version(pod_ip: str, port: int) -> list[str]:
     """What the pod itself says it runs, from its /metrics (scraped from the node)."""
-    connection = http.client.HTTPConnection(pod_ip, port, timeout=SCRAPE_TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {response.status}")
+    status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
+    if status != 200:
+        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {status}")
     return app_versions(body.decode())
 
 
 # --- Reading watch events ------------------------------------------------------------------
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def restart_count(pod: dict[str, Any]) -> int:
@@ -202,22 +193,10 @@ class Observer:
         return dict(self._pod_state.refresh())
 
     def steady_pods(self) -> list[dict[str, Any]] | None:
-        """The pods when the rollout is complete, the replica count is reached and every
-        pod is ready and not terminating; None otherwise."""
+        """The pods when the app is steady (proving.steady), as the watches last showed it;
+        None otherwise."""
         deployment = self._deployment_state.refresh().get(self.deployment)
-        if deployment is None:
-            return None
-        status, replicas = deployment.get("status", {}), deployment["spec"]["replicas"]
-        if deployment["metadata"]["generation"] != status.get("observedGeneration"):
-            return None
-        counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-        if any(status.get(count) != replicas for count in counts):
-            return None
-        pods = list(self.live_pods().values())
-        live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
-        if len(pods) != replicas or len(live) != replicas or not all(map(is_ready, live)):
-            return None
-        return live
+        return steady_pods(deployment, self.live_pods().values())
 
     def replicas(self) -> int | None:
         """The Deployment's replica count, as the watch last showed it."""
@@ -241,12 +220,7 @@ class Observer:
         path = self.log_dir / f"{pod}-{restarts}.log"
         follow = ["logs", "--follow", "--timestamps", "--namespace", self.namespace, pod]
         with path.open("wb") as log:
-            process = subprocess.Popen(
-                ["kubectl", "--context", CONTEXT, *follow],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.cluster.env(),
-            )
+            process = self.cluster.client.popen(*follow, stdout=log, stderr=subprocess.STDOUT)
         self._followers[container_id] = (process, path, pod)
 
     def draining_times(self) -> dict[str, float]:
@@ -263,12 +237,8 @@ class Observer:
         self._follow_thread.join(timeout=10)
         for process, _, _ in self._followers.values():
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all at once: each then has its time to go
         for process, _, _ in self._followers.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
         for watch in (self.pods, self.deployments, self.slices):
             watch.stop()

@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from proving.openloop import Client, percentile
 from rehearsal.report import Event, Rehearsal, Role
-from tests.support.openloop import Client, percentile
 
 ROLE_COLOURS = {
     Role.ROLLOUT: "#c6dbef",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.openloop import Client, RequestRecord, Summary, in_window, summarize
+from proving.openloop import Client, RequestRecord, Summary, in_window, summarize
 
 # A gated scenario whose requests all succeeded proves something only if both client
 # kinds were there; this many of each is the least that counts as "there".

@@ -10,7 +10,7 @@ Only kubectl is needed (context --context, minikube by default): it works on any
 where the app is deployed, and needs no root. With NetworkPolicy enforced (minikube:
 `minikube start --cni=calico`) it also proves the policy admits clients in the cluster.
 Run it from the repository root: the ConfigMap it creates holds rehearsal/in_cluster_load.py
-and tests/support/openloop.py.
+and proving/openloop.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from typing import Any
 
 import yaml
 
+from proving.kubectl import Kubectl, KubectlError
+from proving.openloop import Client, Error, RequestRecord, summarize
+from proving.waiting import WaitTimeoutError, wait_for
 from rehearsal.report import (
     MIN_REQUESTS_PER_CLIENT,
     Event,
@@ -35,7 +38,6 @@ from rehearsal.report import (
     scenario_summary,
     write_summary,
 )
-from tests.support.openloop import Client, Error, RequestRecord, summarize
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -43,39 +45,20 @@ JOB_MANIFEST = HERE / "rollout-check-job.yaml"
 # The files the Job's pod runs, under the names it imports them by.
 LOAD_FILES = {
     "in_cluster_load.py": HERE / "in_cluster_load.py",
-    "openloop.py": REPO_ROOT / "tests" / "support" / "openloop.py",
+    "openloop.py": REPO_ROOT / "proving" / "openloop.py",
 }
-KUBECTL_TIMEOUT_SECONDS = 120.0
 # From applying the Job to its first line: a pod start, and a first image load at worst.
 START_TIMEOUT_SECONDS = 180.0
 # Load after the rollout completed: the last old pod's drain (DRAIN_SECONDS) and exit.
 TAIL_SECONDS = 10.0
 # After the load's last intended start: the generator's request timeout, and its output.
 FINISH_SECONDS = 60.0
+# The failed requests listed in the summary, each with the address it was sent from.
+LISTED_FAILURES = 100
 
 
 class CheckError(RuntimeError):
     pass
-
-
-class Kubectl:
-    def __init__(self, context: str, namespace: str) -> None:
-        self.prefix = ["kubectl", "--context", context, "--namespace", namespace]
-
-    def __call__(
-        self, *args: str, input: str | None = None, timeout: float = KUBECTL_TIMEOUT_SECONDS
-    ) -> str:
-        result = subprocess.run(
-            [*self.prefix, *args], input=input, capture_output=True, text=True, timeout=timeout
-        )
-        if result.returncode != 0:
-            raise CheckError(
-                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}"
-            )
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self("get", *args, "-o", "json"))
 
 
 def job_manifest(image: str, name: str, host: str, port: int, rate: float, seconds: float) -> str:
@@ -108,19 +91,27 @@ def parse_log(log: str) -> tuple[float, list[RequestRecord]]:
             None if error is None else Error(error),
             detail,
             wait=wait,
+            source=source,
         )
-        for intended, latency, client, status, error, wait, detail in rows
+        for intended, latency, client, status, error, wait, detail, source in rows
     ]
     return lines[0]["started_at"], records
 
 
-def wait_for(condition: Any, timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while (value := condition()) is None:
-        if time.monotonic() > deadline:
-            raise CheckError(f"no {what} within {timeout:.0f} s")
-        time.sleep(every)
-    return value
+def failure_rows(records: list[RequestRecord]) -> list[dict[str, Any]]:
+    """The first LISTED_FAILURES failed requests: when, which client kind, what went wrong,
+    and the address the request's connection left from (to find its packets)."""
+    return [
+        {
+            "intended_s": record.intended,
+            "client": str(record.client),
+            "error": str(record.error),
+            "source": record.source,
+            "detail": record.detail,
+        }
+        for record in records
+        if not record.ok
+    ][:LISTED_FAILURES]
 
 
 class RolloutCheck:
@@ -131,32 +122,29 @@ class RolloutCheck:
 
     def app_pods(self, selector: str) -> set[str]:
         return {
-            pod["metadata"]["name"] for pod in self.kubectl.json("pods", "-l", selector)["items"]
+            pod["metadata"]["name"]
+            for pod in self.kubectl.get_json("pods", "-l", selector)["items"]
         }
 
     def first_line(self) -> float | None:
-        result = subprocess.run(
-            [*self.kubectl.prefix, "logs", f"job/{self.job}"],
-            capture_output=True,
-            text=True,
-            timeout=KUBECTL_TIMEOUT_SECONDS,
-        )
+        # Not checked: until the pod runs, kubectl logs fails.
+        result = self.kubectl.run("logs", f"job/{self.job}", check=False)
         first = result.stdout.partition("\n")[0]
         return json.loads(first)["started_at"] if first.startswith("{") else None
 
     def job_finished(self) -> str | None:
-        status = self.kubectl.json(f"job/{self.job}").get("status", {})
+        status = self.kubectl.get_json(f"job/{self.job}").get("status", {})
         return (
             "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else None
         )
 
     def run(self) -> dict[str, Any]:
         o, kubectl = self.o, self.kubectl
-        deployment = kubectl.json(f"deployment/{o.deployment}")
+        deployment = kubectl.get_json(f"deployment/{o.deployment}")
         (image,) = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
         labels = deployment["spec"]["selector"]["matchLabels"]
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        service = kubectl.json(f"service/{o.deployment}")
+        service = kubectl.get_json(f"service/{o.deployment}")
         port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
         # Fully qualified, with the root dot: resolved as is, no search-path lookups first.
         host = f"{o.deployment}.{o.namespace}.svc.{o.cluster_domain}."
@@ -171,7 +159,7 @@ class RolloutCheck:
         try:
             try:
                 wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
-            except CheckError as error:
+            except WaitTimeoutError as error:
                 raise CheckError(f"{error}:\n{kubectl('describe', 'job', self.job)}") from None
             # This machine's clock only: the node's may differ from it (a minikube VM after a
             # laptop slept). The records' zero is taken as when the first line was seen, at
@@ -184,7 +172,7 @@ class RolloutCheck:
             complete = time.monotonic() - origin
             print(f"rollout-check: rollout restart complete after {complete - restart:.1f} s")
             remaining = max(FINISH_SECONDS, origin + o.seconds + FINISH_SECONDS - time.monotonic())
-            outcome = wait_for(self.job_finished, remaining, "end of the load Job", every=1.0)
+            outcome = wait_for(self.job_finished, remaining, "end of the load Job", interval=1.0)
             log = kubectl("logs", f"job/{self.job}", timeout=300)
             pods_after = self.app_pods(selector)
         finally:
@@ -233,6 +221,7 @@ class RolloutCheck:
             "rollout_s": round(complete - restart, 3),
             "requests_while_rolling": rolling.requests,
             "scenarios": [scenario_summary(records, scenario)],
+            "failures": failure_rows(records),
             "gates": [{"name": g.name, "passed": g.passed, "detail": g.detail} for g in checks],
             "passed": all(g.passed for g in checks),
         }
@@ -271,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         data = RolloutCheck(options).run()
-    except (CheckError, subprocess.TimeoutExpired) as error:
+    except (CheckError, KubectlError, WaitTimeoutError, subprocess.TimeoutExpired) as error:
         print(f"rollout-check: {error}", file=sys.stderr)
         return 1
     write_summary(data, options.out)

@@ -1,7 +1,7 @@
 """The rehearsal on the local Kubernetes of ../shared/kube (the default mode).
 
 It deploys the current build the way people do (`make minikube-deploy`, only the minikube
-steps stood in for: tests/support/minikube_stand_in.py), then sends ONE open-loop load to
+steps stood in for: proving/minikube_stand_in.py), then sends ONE open-loop load to
 the Service's ClusterIP, port 80, from this machine, for the whole run. kube-proxy's
 iptables rules, programmed from the EndpointSlices, pick a pod for each new connection:
 the path a client inside the cluster takes. Nothing of ours retries or health-checks in
@@ -35,6 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proving.docker import DOCKER, build_image, engine_problem
+from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, started
+from proving.manifests import MANIFEST, app_container, load_documents, only, secret_values
+from proving.openloop import LoadPlan, LoadRun, Target, measure_saturation
 from rehearsal.observe import (
     Observer,
     deletion_seen,
@@ -44,10 +48,6 @@ from rehearsal.observe import (
     turned_not_ready,
 )
 from rehearsal.report import Event, Gate, Rehearsal, Role, Scenario
-from tests.container.docker_support import DOCKER, build_image, engine_problem
-from tests.k8s.manifests import MANIFEST, app_container, load_documents, only, secret_values
-from tests.support.local_cluster import ClusterError, LocalCluster, bundle_problem, started
-from tests.support.openloop import LoadPlan, LoadRun, Target, measure_saturation
 
 SATURATION_CONNECTIONS = 8
 SATURATION_SECONDS = 3.0

@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.support.service import ServiceProcess
+from proving.contract import CONTRACT_SALT
+from proving.service import ServiceProcess
 from user_hasher.app import Service, create_service
 from user_hasher.settings import Settings
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.service import http_get
+from proving.service import http_get
 
 # What the Deployment would set from the downward API; distinctive so that a label
 # can only carry it if it came from the environment.

@@ -6,7 +6,7 @@
   containerd. Stopped at the end, and checked to have left nothing on the machine. In CI
   (CI=true) a missing bundle or a failed start is a failure; elsewhere the tests skip loudly.
 - `app` (session): `make minikube-deploy` run once, for real, with only the minikube steps
-  stood in for (tests/support/minikube_stand_in.py); `steady` waits until it serves again.
+  stood in for (proving/minikube_stand_in.py); `steady` waits until it serves again.
 - `run_make(...)`: any Make target against the cluster, the same way.
 
 The modules run in MODULE_ORDER: they share one cluster and follow one deploy's life, from a
@@ -16,7 +16,6 @@ Numbers worth reading (timings, measurements) are printed at the end of the run.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,17 +26,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.prometheus import ClusterPrometheus, bundle_binary
-from tests.container.docker_support import build_image, engine_problem, running_in_ci
-from tests.k8s.manifests import (
-    MANIFEST,
-    REPO,
-    app_container,
-    load_documents,
-    only,
-    package_version,
-)
-from tests.support.local_cluster import (
+from proving.contract import CONTRACT_BODY
+from proving.docker import build_image, engine_problem
+from proving.local_cluster import (
     BUNDLE_MARKS,
     ClusterError,
     LocalCluster,
@@ -46,6 +37,18 @@ from tests.support.local_cluster import (
     host_network_state,
     left_behind,
 )
+from proving.manifests import (
+    MANIFEST,
+    REPO,
+    app_container,
+    load_documents,
+    only,
+    package_version,
+)
+from proving.service import http_get as get
+from proving.steady import steady_pods as steady_in
+from tests.cluster.prometheus import ClusterPrometheus, bundle_binary
+from tests.support.needs import require
 
 NAMESPACE = "user-hasher"
 APP = "user-hasher"
@@ -56,8 +59,7 @@ APP_PORT = next(
     for port in app_container(only(load_documents(MANIFEST), "Deployment"))["ports"]
     if port["name"] == "http"
 )
-CONTRACT = (200, b'"9f1021612c2a810d26472a66e4064f6608d52fd3"')
-CONTRACT_TARGET = "/user_hash?user_id=TESTUSERID"
+CONTRACT = (200, CONTRACT_BODY)
 MODULE_ORDER = [
     "test_admission.py",
     "test_deploy.py",
@@ -116,11 +118,7 @@ def leftovers(before: frozenset[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    problem = bundle_problem(netpol=True) or engine_problem()
-    if problem is not None:
-        if running_in_ci():
-            pytest.fail(f"CI is set but the live cluster cannot run: {problem}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: live-cluster tests NOT RUN: {problem}")
+    require(bundle_problem(netpol=True) or engine_problem(), "the live-cluster tests")
     image = build_image()
     before = host_network_state()
     if stale := sorted(line for line in before if BUNDLE_MARKS.search(line)):
@@ -184,27 +182,11 @@ def app(cluster: LocalCluster, run_make: Callable[..., Any]) -> DeployedApp:
     return DeployedApp(image_ref=ref, deploy_output=result.stdout, deploy_seconds=seconds)
 
 
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 def steady_pods(cluster: LocalCluster) -> list[dict[str, Any]] | None:
-    """The app's pods when the rollout is complete, the HPA's count is reached and every
-    pod is ready and not terminating; None otherwise."""
+    """The app's pods when it is steady (proving.steady: the rollout complete, the HPA's
+    count reached, every pod ready and not terminating); None otherwise."""
     deployment = cluster.get_json("deployment", APP, "--namespace", NAMESPACE)
-    status, replicas = deployment.get("status", {}), deployment["spec"]["replicas"]
-    if deployment["metadata"]["generation"] != status.get("observedGeneration"):
-        return None
-    if not replicas == status.get("updatedReplicas") == status.get("availableReplicas"):
-        return None
-    if status.get("replicas") != replicas:
-        return None
-    pods = cluster.pods(NAMESPACE, SELECTOR)
-    live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
-    if len(pods) != replicas or len(live) != replicas or not all(map(is_ready, live)):
-        return None
-    return live
+    return steady_in(deployment, cluster.pods(NAMESPACE, SELECTOR))
 
 
 def wait_steady(cluster: LocalCluster, timeout: float = STEADY_TIMEOUT_SECONDS) -> list[Any]:
@@ -225,18 +207,13 @@ def running_image(cluster: LocalCluster) -> str:
 
 def http_get(host: str, port: int, target: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """One GET on a new connection (to a pod IP or a ClusterIP: this machine routes both)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", target)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, _, body = get(port, target, timeout, host=host)
+    return status, body
 
 
 def metric_samples(host: str, port: int = APP_PORT) -> list[Any]:
     status, body = http_get(host, port, "/metrics")
-    assert status == 200
+    assert status == 200, f"/metrics on {host}:{port} answered {status}"
     return [
         sample
         for family in text_string_to_metric_families(body.decode())
@@ -255,11 +232,8 @@ def prometheus(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ClusterPrometheus]:
     """Prometheus with README's scrape config, discovering the cluster's pods; 1 s scrapes."""
-    if not bundle_binary().is_file():
-        message = f"no Prometheus with Kubernetes discovery at {bundle_binary()}"
-        if running_in_ci():
-            pytest.fail(f"CI is set but {message}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: Prometheus tests NOT RUN: {message}")
+    problem = f"no Prometheus with Kubernetes discovery at {bundle_binary()}"
+    require(None if bundle_binary().is_file() else problem, "the Prometheus tests")
     server = ClusterPrometheus(tmp_path_factory.mktemp("prometheus"), cluster).start()
     try:
         yield server

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from tests.k8s.manifests import REPO
-from tests.support.local_cluster import LocalCluster
-from tests.support.prometheus import PrometheusServer
+from proving.local_cluster import LocalCluster
+from proving.manifests import REPO
+from proving.prometheus import PrometheusServer
 
 BUNDLE_ENV = "PROMETHEUS_BUNDLE"
 SCRAPE_CONFIG = REPO / "k8s" / "monitoring" / "prometheus" / "scrape-config.yaml"

@@ -11,9 +11,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from proving.local_cluster import CONTEXT, LocalCluster
+from proving.manifests import MANIFEST, REPO
 from tests.cluster.conftest import APP, NAMESPACE, report
-from tests.k8s.manifests import MANIFEST, REPO
-from tests.support.local_cluster import CONTEXT, LocalCluster
 
 FIRST_APPLY = REPO / "scripts" / "k8s" / "first_apply.sh"
 OBJECTS = 8

@@ -5,10 +5,13 @@ ClusterIP spreads requests over all of them, and a second deploy changes nothing
 import re
 from typing import Any
 
+from proving.contract import CONTRACT_HASH, CONTRACT_TARGET
+from proving.docker import inspect_image
+from proving.local_cluster import LocalCluster
+from proving.manifests import package_version
 from tests.cluster.conftest import (
     APP_PORT,
     CONTRACT,
-    CONTRACT_TARGET,
     DeployedApp,
     hashes_generated,
     http_get,
@@ -16,9 +19,6 @@ from tests.cluster.conftest import (
     report,
     running_image,
 )
-from tests.container.docker_support import inspect_image
-from tests.k8s.manifests import package_version
-from tests.support.local_cluster import LocalCluster
 
 # Requests through the ClusterIP: enough that each of 3 pods gets some with near certainty
 # (kube-proxy picks an endpoint at random per connection).
@@ -70,7 +70,7 @@ def test_the_service_spreads_requests_over_every_pod(
 def test_make_smoke_passes(run_make: Any, steady: list[dict[str, Any]]) -> None:
     result = run_make("smoke")
     assert "smoke: PASS http://127.0.0.1:" in result.stdout
-    assert 'is "9f1021612c2a810d26472a66e4064f6608d52fd3"' in result.stdout
+    assert f'is "{CONTRACT_HASH}"' in result.stdout
 
 
 def test_a_second_deploy_changes_nothing(

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from proving.local_cluster import LocalCluster
+from proving.manifests import MANIFEST, app_container, load_documents, only
 from tests.cluster.conftest import (
     APP,
     APP_PORT,
@@ -20,8 +22,6 @@ from tests.cluster.conftest import (
     report,
     wait_steady,
 )
-from tests.k8s.manifests import MANIFEST, app_container, load_documents, only
-from tests.support.local_cluster import LocalCluster
 
 PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
 # Saturation: this many keep-alive connections send requests back to back at one pod for

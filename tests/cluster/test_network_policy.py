@@ -9,22 +9,23 @@ Every connection is made from inside pods, to pod and Service addresses of this 
 
 import json
 import socket
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from proving.contract import CONTRACT_BODY
+from proving.kubectl import stop_process
+from proving.local_cluster import LocalCluster
+from proving.steady import is_ready
 from tests.cluster.conftest import (
     APP,
     APP_PORT,
     NAMESPACE,
     DeployedApp,
-    is_ready,
     report,
     wait_steady,
 )
-from tests.support.local_cluster import LocalCluster
 
 CLIENT_NAMESPACE = "user-hasher-netpol-client"
 PYTHON = "/opt/venv/bin/python"
@@ -34,7 +35,6 @@ OTHER_PORT = 9000
 LISTENER_SECONDS = 120
 CLUSTER_DNS_IP = "10.96.0.10"
 SERVICE_URL = "http://user-hasher.user-hasher.svc.cluster.local/user_hash?user_id=TESTUSERID"
-CONTRACT_BODY = '"9f1021612c2a810d26472a66e4064f6608d52fd3"'
 
 # Run inside a pod with the app image's python: tries each target once, prints one JSON
 # object {target: outcome}; an outcome is "ok ...", "refused", "timeout" or "error ...".
@@ -159,29 +159,13 @@ def listener_in_an_app_pod(
 ) -> Iterator[dict[str, Any]]:
     """Something listening on OTHER_PORT inside an app pod, for a bounded time."""
     pod = steady[0]
-    exec_listener = subprocess.Popen(
-        [
-            "kubectl",
-            "--context",
-            "minikube",
-            "exec",
-            "--namespace",
-            NAMESPACE,
-            pod["metadata"]["name"],
-            "--",
-            PYTHON,
-            "-c",
-            LISTEN,
-        ],
-        env=cluster.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    exec_listener = cluster.client.in_namespace(NAMESPACE).popen(
+        "exec", pod["metadata"]["name"], "--", PYTHON, "-c", LISTEN
     )
     try:
         yield pod
     finally:
-        exec_listener.terminate()
-        exec_listener.wait(timeout=30)
+        stop_process(exec_listener)
 
 
 def test_a_client_pod_reaches_the_service_by_name_and_the_metrics(
@@ -192,7 +176,7 @@ def test_a_client_pod_reaches_the_service_by_name_and_the_metrics(
     results = try_from(
         cluster, CLIENT_NAMESPACE, client, f"http {SERVICE_URL}", f"http {metrics_url}"
     )
-    assert results[f"http {SERVICE_URL}"] == f"ok 200 {CONTRACT_BODY}", results
+    assert results[f"http {SERVICE_URL}"] == f"ok 200 {CONTRACT_BODY.decode()}", results
     assert results[f"http {metrics_url}"].startswith("ok 200 # HELP"), results
 
 

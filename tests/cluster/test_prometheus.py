@@ -4,6 +4,7 @@ every pod up, and the hashes each pod counted equal the requests sent to it."""
 
 from typing import Any
 
+from proving.local_cluster import LocalCluster
 from tests.cluster.conftest import (
     APP_PORT,
     CONTRACT,
@@ -13,7 +14,6 @@ from tests.cluster.conftest import (
     scraped_targets,
 )
 from tests.cluster.prometheus import ClusterPrometheus
-from tests.support.local_cluster import LocalCluster
 
 # Scrapes every second; discovery is a watch on the API. Generous for a busy machine.
 SCRAPE_WAIT_SECONDS = 90

@@ -13,9 +13,9 @@ from typing import Any
 
 from matplotlib.image import imread
 
+from proving.local_cluster import LocalCluster
+from proving.manifests import MANIFEST, REPO, app_container, load_documents, only
 from tests.cluster.conftest import APP, NAMESPACE, DeployedApp, report, running_image, wait_steady
-from tests.k8s.manifests import MANIFEST, REPO, app_container, load_documents, only
-from tests.support.local_cluster import LocalCluster
 
 OUT = REPO / "build" / "rehearsal"
 # The rehearsal takes about 4 minutes of load plus a deploy before and after; this bounds

@@ -7,13 +7,13 @@ inside a cluster"). Around a pod change it rejects some of the Job's packets to 
 once (1 of 12,000 requests, 1 of 9 runs) a new connection was refused. A rejection by the
 policy engine reaches the client as an ICMP port unreachable for its SYN; an app that is not
 listening answers with a TCP reset instead. Both are "connection refused" to the client, so
-this test captures the ICMP on the pod bridge, and accepts a refused request only when such a
-rejection was captured for it. Every other failure fails the test, and `make rollout-check`
+this test captures the ICMP on the pod bridge, and excuses a refused request only when the
+rejection of that very connection's SYN was captured: the ICMP message quotes the SYN's source
+address and port, and the check's summary names the address each failed request's connection
+left from (proving/capture.py). Every other failure fails the test, and `make rollout-check`
 itself stays strict (it exits 1 either way)."""
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,67 +21,33 @@ from typing import Any
 
 import pytest
 
+from proving.capture import REJECTED_SYN_FILTER, Capture, rejected_connections
+from proving.local_cluster import LocalCluster
+from proving.manifests import REPO
 from tests.cluster.conftest import NAMESPACE, DeployedApp, report, wait_steady
-from tests.container.docker_support import running_in_ci
-from tests.k8s.manifests import REPO
-from tests.support.local_cluster import LocalCluster
+from tests.support.needs import require_tool
 
 SUMMARY = REPO / "build" / "rollout-check" / "summary.json"
 # 10 s steady, a rollout of about 20 s here, and at least 10 s after it.
 RATE, SECONDS = 200, 60
-# ICMP port unreachable (type 3, code 3) quoting a TCP (icmp[8 + 9] = 6) SYN without ACK (the
-# quoted TCP header starts at byte 28 of the ICMP message; its flags at 28 + 13), sent to a pod
-# but not to the node.
-POLICY_REJECTED_SYN = (
-    "icmp[0] = 3 and icmp[1] = 3 and icmp[17] = 6 and (icmp[41] & 0x12) = 0x02 "
-    "and dst net 10.244.0.0/24 and not dst host 10.244.0.1"
-)
+# A rejected SYN's ICMP, sent to a pod but not to the node.
+POLICY_REJECTED_SYN = f"{REJECTED_SYN_FILTER} and dst net 10.244.0.0/24 and not dst host 10.244.0.1"
 CAPTURE_LIMIT = 10_000  # packets; tcpdump stops by itself after them
 
 
 @pytest.fixture
-def policy_rejections(tmp_path: Path) -> Iterator[Path]:
-    """A file that receives a line per SYN the policy engine rejects, while the test runs."""
-    if shutil.which("tcpdump") is None:
-        message = "tcpdump (Debian package tcpdump) is needed to tell rejections apart"
-        if running_in_ci():
-            pytest.fail(f"CI is set but {message}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: {message}")
-    lines, log = tmp_path / "rejected-syns.txt", tmp_path / "tcpdump.log"
-    with lines.open("w") as out, log.open("w") as err:
-        capture = subprocess.Popen(
-            [
-                "tcpdump",
-                "-i",
-                "cni0",
-                "--immediate-mode",  # each packet reaches the file as it is captured
-                "-n",
-                "-l",
-                "-tt",
-                "-c",
-                str(CAPTURE_LIMIT),
-                POLICY_REJECTED_SYN,
-            ],
-            stdout=out,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "listening on cni0" not in log.read_text():
-            assert capture.poll() is None, f"tcpdump exited: {log.read_text()}"
-            assert time.monotonic() < deadline, "tcpdump did not start listening in 30 s"
-            time.sleep(0.1)
-        yield lines
-    finally:
-        capture.terminate()
-        capture.wait(timeout=30)
+def policy_rejections(tmp_path: Path) -> Iterator[Capture]:
+    """Each SYN the policy engine rejects, captured on the pod bridge while the test runs."""
+    require_tool("tcpdump", "Debian package tcpdump; it tells rejections apart")
+    with Capture("cni0", POLICY_REJECTED_SYN, tmp_path, CAPTURE_LIMIT) as capture:
+        yield capture
 
 
 def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
     cluster: LocalCluster,
     app: DeployedApp,
     steady: list[dict[str, Any]],
-    policy_rejections: Path,
+    policy_rejections: Capture,
 ) -> None:
     pods_before = {pod["metadata"]["name"] for pod in steady}
     SUMMARY.unlink(missing_ok=True)
@@ -93,7 +59,7 @@ def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
 
     seconds = time.monotonic() - started
     time.sleep(1)  # the last packets reach the file
-    rejected_syns = policy_rejections.read_text().splitlines()
+    rejected_syns = rejected_connections(policy_rejections.text())
     assert SUMMARY.exists(), result.stdout[-4000:]
     data = json.loads(SUMMARY.read_text())
     (scenario,) = data["scenarios"]
@@ -101,14 +67,22 @@ def test_make_rollout_check_loses_no_request_from_inside_the_cluster(
         assert result.returncode == 0, result.stdout[-4000:]
         assert "RESULT: PASS" in result.stdout
     else:
-        # Only new connections refused, each matched by a SYN the policy engine rejected.
-        assert scenario["errors_by_kind"] == {"refused": data["failed"]}, result.stdout[-4000:]
-        assert scenario["failed_by_client"] == {"new-connection": data["failed"]}
-        assert data["failed"] <= len(rejected_syns), (rejected_syns, result.stdout[-4000:])
+        # Every failed request is listed, each a new connection refused whose own SYN the
+        # policy engine was captured rejecting (the same source address and port).
+        assert len(data["failures"]) == data["failed"], result.stdout[-4000:]
+        unexcused = [
+            failure
+            for failure in data["failures"]
+            if failure["error"] != "refused"
+            or failure["client"] != "new-connection"
+            or failure["source"] not in rejected_syns
+        ]
+        assert unexcused == [], (unexcused, rejected_syns, result.stdout[-4000:])
         assert result.returncode != 0, "make rollout-check passed with failed requests"
         report(
             f"make rollout-check: {data['failed']} new connection(s) refused by the policy "
-            f"engine (kube-router), not by the app: {rejected_syns}"
+            f"engine (kube-router), not by the app, each matched to its rejected SYN: "
+            f"{[failure['source'] for failure in data['failures']]}"
         )
     assert data["target"].startswith(f"http://user-hasher.{NAMESPACE}.svc.cluster.local.:80 ")
     # The open loop kept its schedule from inside the cluster: all its requests were sent.

@@ -6,11 +6,14 @@ targets for the new), a new build rolls the Deployment to its own reference, and
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import pytest
 
+from proving.kubectl import WatchEvent, stop_process
+from proving.local_cluster import LocalCluster
+from proving.manifests import REPO
+from rehearsal.observe import deletion_seen, parse_timestamp
 from tests.cluster.conftest import (
     APP,
     NAMESPACE,
@@ -22,16 +25,10 @@ from tests.cluster.conftest import (
     wait_steady,
 )
 from tests.cluster.prometheus import ClusterPrometheus
-from tests.k8s.manifests import REPO
-from tests.support.local_cluster import CONTEXT, LocalCluster, WatchEvent
 
 SCRAPE_WAIT_SECONDS = 90
 # A second build of the same code: only its revision label differs, so its image ID does.
 SECOND_BUILD = "cluster-test-second-build"
-
-
-def when(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def final_states(events: list[WatchEvent], names: set[str]) -> dict[str, dict[str, Any]]:
@@ -45,20 +42,6 @@ def final_states(events: list[WatchEvent], names: set[str]) -> dict[str, dict[st
     return states
 
 
-def sigterm_times(events: list[WatchEvent], names: set[str]) -> dict[str, tuple[float, int]]:
-    """When each named pod was told to stop, and its grace period, from the first object
-    that shows its deletion: the API server sets deletionTimestamp to that moment plus the
-    grace period (the kubelet's final delete later rewrites both)."""
-    times: dict[str, tuple[float, int]] = {}
-    for event in events:
-        metadata = event.object["metadata"]
-        name = metadata["name"]
-        if name in names and name not in times and "deletionTimestamp" in metadata:
-            grace = metadata["deletionGracePeriodSeconds"]
-            times[name] = (when(metadata["deletionTimestamp"]) - grace, grace)
-    return times
-
-
 @pytest.fixture
 def followed_logs(
     cluster: LocalCluster, steady: list[dict[str, Any]], tmp_path: Any
@@ -69,28 +52,13 @@ def followed_logs(
         name = pod["metadata"]["name"]
         path = tmp_path / f"{name}.log"
         with path.open("w") as log:
-            followers[name] = (
-                subprocess.Popen(
-                    [
-                        "kubectl",
-                        "--context",
-                        CONTEXT,
-                        "logs",
-                        "--follow",
-                        "--namespace",
-                        NAMESPACE,
-                        name,
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=cluster.env(),
-                ),
-                path,
+            follow = cluster.client.in_namespace(NAMESPACE).popen(
+                "logs", "--follow", name, stdout=log, stderr=subprocess.STDOUT
             )
+            followers[name] = (follow, path)
     yield followers
     for process, _ in followers.values():
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def test_make_rollout_of_the_running_build_restarts_and_every_old_pod_drains(
@@ -117,10 +85,13 @@ def test_make_rollout_of_the_running_build_restarts_and_every_old_pod_drains(
     assert old.isdisjoint(pod["metadata"]["name"] for pod in new_pods)
 
     exits = []
-    stopped = sigterm_times(pods.events, old)
+    # When the API server accepted each deletion (the SIGTERM), from the first object that
+    # shows it; a rollout deletes with the pod's own grace period.
+    deleted = deletion_seen(pods.events)
+    grace = steady[0]["spec"]["terminationGracePeriodSeconds"]
     for name, terminated in final_states(pods.events, old).items():
-        sigterm, grace = stopped[name]
-        exit_seconds = when(terminated["finishedAt"]) - sigterm
+        _, sigterm = deleted[name]
+        exit_seconds = parse_timestamp(terminated["finishedAt"]) - sigterm
         exits.append(exit_seconds)
         # The kubelet's record: a clean exit, not its SIGKILL (137) at the end of the grace.
         assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed"), terminated

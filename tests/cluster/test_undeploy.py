@@ -4,8 +4,8 @@
 import time
 from typing import Any
 
+from proving.local_cluster import LocalCluster
 from tests.cluster.conftest import NAMESPACE, DeployedApp, report
-from tests.support.local_cluster import LocalCluster
 
 
 def test_make_undeploy_twice(cluster: LocalCluster, app: DeployedApp, run_make: Any) -> None:

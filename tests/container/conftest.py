@@ -13,37 +13,20 @@ this directory and pass the equivalent docker flags:
     def test_runs_with_deployment_security_context(start_container):
         container = start_container("--read-only", "--user", "10001:10001", USER_SALT="x")
 
-Tests elsewhere can import the same helpers from tests/container/docker_support.py.
+Tests elsewhere can import the same helpers from proving/docker.py.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from tests.container.docker_support import (
-    Container,
-    Image,
-    build_image,
-    engine_problem,
-    run_container,
-    running_in_ci,
-)
+from proving.docker import Container, Image, build_image, run_container
+from tests.support.needs import require_docker_engine
 
 
 @pytest.fixture(scope="session")
 def container_image() -> Image:
-    problem = engine_problem()
-    if problem is not None:
-        if running_in_ci():
-            pytest.fail(
-                f"CI is set but {problem}: the container tests must run in CI "
-                "(.ci/run starts dockerd with scripts/docker/start-dockerd.sh)",
-                pytrace=False,
-            )
-        pytest.skip(
-            f"SKIPPED LOUDLY: no Docker engine, container tests NOT RUN ({problem}); "
-            "start one with scripts/docker/start-dockerd.sh"
-        )
+    require_docker_engine()
     return build_image()
 
 

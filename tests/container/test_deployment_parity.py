@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.docker_support import Container
-from tests.k8s.manifests import (
+from proving.docker import Container
+from proving.manifests import (
     MANIFEST,
     REPO,
     Doc,

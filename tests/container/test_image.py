@@ -8,22 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.docker_support import (
+from proving.contract import CONTRACT_SALT
+from proving.docker import (
     BUILD_TIMEOUT_SECONDS,
     DOCKER,
     REPO_ROOT,
     Image,
     docker,
     inspect_image,
-    project_version,
 )
+from proving.manifests import package_version
 
 # `make base-image`'s local base (the Makefile's LOCAL_BASE_IMAGE), used where present.
 LOCAL_BASE = "user-hasher-base:bookworm"
 
 pytestmark = pytest.mark.docker
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 APP_USER = "10001:10001"
 VENV_PYTHON = "/opt/venv/bin/python"
 
@@ -37,7 +38,7 @@ def test_tag_is_the_version_and_the_image_id_never_latest(container_image: Image
     name, _, tag = container_image.ref.rpartition(":")
     assert name == "user-hasher"
     version, _, build = tag.rpartition("-")
-    assert version == project_version()
+    assert version == package_version()
     image_id = inspect_image(container_image.ref)["Id"].removeprefix("sha256:")
     assert build == image_id[:12]
     print(f"{container_image.ref}: built in {container_image.build_seconds:.1f} s")
@@ -60,7 +61,7 @@ def test_no_app_settings_in_env_and_the_version_in_oci_labels(container_image: I
     labels = config["Labels"]
     assert not {"APP_VERSION", "HOST", "PORT"} & set(env)
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
-    assert labels["org.opencontainers.image.version"] == project_version()
+    assert labels["org.opencontainers.image.version"] == package_version()
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -100,7 +101,7 @@ def test_a_version_arg_that_is_not_the_package_version_fails(
 ) -> None:
     result = plain_build(tmp_path, "--build-arg", "VERSION=9.9.9")
     assert result.returncode != 0
-    assert f"VERSION=9.9.9 but the package is {project_version()}" in result.stdout + result.stderr
+    assert f"VERSION=9.9.9 but the package is {package_version()}" in result.stdout + result.stderr
 
 
 def test_no_salt_in_history_env_or_labels(container_image: Image) -> None:

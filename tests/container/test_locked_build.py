@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.docker_support import BUILD_TIMEOUT_SECONDS, DOCKER, Image
+from proving.docker import BUILD_TIMEOUT_SECONDS, DOCKER, Image
 from tests.support.locks import BROKEN_LOCK_CASES, REPO_ROOT, broken_lock, lock_path
 
 pytestmark = pytest.mark.docker

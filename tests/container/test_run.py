@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.container.docker_support import HARDENED_RUN_ARGS, Container, docker, project_version
+from proving.contract import CONTRACT_BODY, CONTRACT_SALT, CONTRACT_TARGET
+from proving.docker import HARDENED_RUN_ARGS, Container, docker
+from proving.manifests import package_version
 from user_hasher.asgi import METRICS_PATH
 
 pytestmark = pytest.mark.docker
 
 StartContainer = Callable[..., Container]
-CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
 APP_UID = APP_GID = "10001"
 # A stop takes the drain (5 s by default) plus a moment; this bounds it without mattering.
 STOP_GRACE_SECONDS = 30
@@ -26,9 +27,9 @@ def proc_status(pid: int) -> dict[str, str]:
 def test_contract_and_health_with_read_only_root_and_no_privileges(
     start_container: StartContainer,
 ) -> None:
-    container = start_container(*HARDENED_RUN_ARGS, USER_SALT="TESTSALT")
+    container = start_container(*HARDENED_RUN_ARGS, USER_SALT=CONTRACT_SALT)
     print(f"docker run to /readyz 200: {container.ready_seconds:.2f} s")
-    status, headers, body = container.get("/user_hash?user_id=TESTUSERID")
+    status, headers, body = container.get(CONTRACT_TARGET)
     assert (status, body) == (200, CONTRACT_BODY)
     assert headers["content-type"] == "application/json"
     assert container.get("/healthz")[0] == 200
@@ -36,8 +37,8 @@ def test_contract_and_health_with_read_only_root_and_no_privileges(
 
 
 def test_metrics_answer_in_the_text_format(start_container: StartContainer) -> None:
-    container = start_container(*HARDENED_RUN_ARGS, USER_SALT="TESTSALT")
-    assert container.get("/user_hash?user_id=TESTUSERID")[0] == 200
+    container = start_container(*HARDENED_RUN_ARGS, USER_SALT=CONTRACT_SALT)
+    assert container.get(CONTRACT_TARGET)[0] == 200
     status, headers, body = container.get(METRICS_PATH)
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
@@ -45,7 +46,7 @@ def test_metrics_answer_in_the_text_format(start_container: StartContainer) -> N
     assert families
     # The package's own version (the image sets no APP_VERSION) reaches the metric labels.
     assert any(
-        sample.labels.get("app_version") == project_version()
+        sample.labels.get("app_version") == package_version()
         for family in families
         for sample in family.samples
     )
@@ -75,11 +76,11 @@ def test_writes_nothing_even_when_the_root_filesystem_is_writable(
     start_container: StartContainer,
 ) -> None:
     # No --read-only and no --user here: the image's defaults alone must behave.
-    container = start_container(USER_SALT="TESTSALT")
+    container = start_container(USER_SALT=CONTRACT_SALT)
     status = proc_status(container.host_pid())
     assert status["Uid"].split() == [APP_UID] * 4
     assert status["Gid"].split() == [APP_GID] * 4
-    for target in ("/user_hash?user_id=TESTUSERID", "/healthz", "/readyz", METRICS_PATH, "/nope"):
+    for target in (CONTRACT_TARGET, "/healthz", "/readyz", METRICS_PATH, "/nope"):
         container.get(target)
     container.stop(STOP_GRACE_SECONDS)
     assert container.inspect()["State"]["ExitCode"] == 0

@@ -14,15 +14,15 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from tests.container.docker_support import (
+from proving.docker import (
     BUILD_TIMEOUT_SECONDS,
     DOCKER,
     REPO_ROOT,
     Image,
     docker,
     inspect_image,
-    project_version,
 )
+from proving.manifests import package_version as project_version
 from tests.support.locks import lock_path, normalized, read_pins
 
 pytestmark = pytest.mark.docker

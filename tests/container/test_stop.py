@@ -11,13 +11,17 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.container.docker_support import HARDENED_RUN_ARGS, Container
-from tests.support.load import LoadRun, wait_until
+from proving.contract import CONTRACT_SALT
+from proving.docker import HARDENED_RUN_ARGS, Container
+from proving.openloop import LoadPlan, LoadRun, Target, keep_alive_closes
+from proving.waiting import wait_until
 from user_hasher.settings import Settings
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 StartContainer = Callable[..., Container]
+# Both client kinds at a rate the container serves with room to spare; bounded by itself.
+LOAD = LoadPlan.bounded(rate=200, seconds=60)
 
 
 def test_docker_stop_under_load_drains_drops_nothing_and_exits_0(
@@ -28,15 +32,15 @@ def test_docker_stop_under_load_drains_drops_nothing_and_exits_0(
     graceful = Settings.model_fields["GRACEFUL_TIMEOUT_SECONDS"].default
     # Like terminationGracePeriodSeconds: SIGKILL only after drain + graceful shutdown + 1 s.
     grace_seconds = math.ceil(drain + graceful + 1)
-    container = start_container(*HARDENED_RUN_ARGS, USER_SALT="TESTSALT")
+    container = start_container(*HARDENED_RUN_ARGS, USER_SALT=CONTRACT_SALT)
 
     stop_result: list[float] = []
     stopper = threading.Thread(
         target=lambda: stop_result.append(container.stop(grace_seconds)), daemon=True
     )
     readyz_during_drain: list[int] = []
-    with LoadRun("127.0.0.1", container.port, "TESTSALT", max_seconds=60) as load:
-        assert wait_until(lambda: load.result.ok >= 50, timeout=15), "load never got going"
+    with LoadRun(Target("127.0.0.1", container.port, CONTRACT_SALT), LOAD) as load:
+        assert wait_until(lambda: load.answered() >= 50, timeout=15), "load never got going"
         stopped_at = time.monotonic()
         stopper.start()
         assert wait_until(
@@ -49,19 +53,21 @@ def test_docker_stop_under_load_drains_drops_nothing_and_exits_0(
         # A Service stops routing to the pod once it is unready; the load here stops
         # inside the drain window the same way, well before the listener closes.
         time.sleep(max(0.0, stopped_at + drain / 2 - time.monotonic()))
-        result = load.stop()
+        records = load.stop()
     stopper.join(timeout=grace_seconds + 60)
     assert stop_result, "docker stop did not return"
     stop_seconds = stop_result[0]
     state = container.inspect()["State"]
 
+    failures = [record for record in records if not record.ok]
+    closes = keep_alive_closes(records)
     print(
-        f"load: {result.ok} ok, {len(result.failures)} failed, "
-        f"{result.connection_close_seen} saw Connection: close; docker stop took "
+        f"load: {len(records) - len(failures)} ok, {len(failures)} failed, "
+        f"{closes} keep-alive answers said Connection: close; docker stop took "
         f"{stop_seconds:.2f} s, exit code {state['ExitCode']}"
     )
-    assert result.failures == []
-    assert result.connection_close_seen > 0
+    assert failures == []
+    assert closes > 0
     assert state["ExitCode"] == 0, "not 0: killed (137) instead of a graceful exit?"
     assert not state["OOMKilled"]
     assert stop_seconds <= drain + graceful + 1

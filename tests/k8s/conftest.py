@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from tests.k8s.manifests import (
+from proving.manifests import (
     MANIFEST,
     MONITORING_DIR,
     Doc,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.k8s.manifests import Doc, app_container, only, pod_spec, secret_values
+from proving.manifests import Doc, app_container, only, pod_spec, secret_values
 from user_hasher.settings import Settings
 
 NAMESPACE = "user-hasher"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import kubernetes_validate
 
-from tests.k8s.manifests import Doc
+from proving.manifests import Doc
 
 # The oldest Kubernetes this must run on (a common managed-cluster floor in 2026).
 OLDEST_KUBERNETES = "1.30"

@@ -2,7 +2,7 @@
 from (bench/capacity.py; README, "Capacity"): one place decides, the manifests follow."""
 
 from bench import capacity
-from tests.k8s.manifests import Doc, app_container, only
+from proving.manifests import Doc, app_container, only
 
 
 def test_resources_and_hpa_target_follow_the_capacity_policy(manifest_docs: list[Doc]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.manifests import MANIFEST, REPO
+from proving.manifests import MANIFEST, REPO
 
 CHECKOV = REPO / ".venv-checkov/bin/checkov"
 # Installing checkov into its venv takes ~35 s on a fresh machine; a no-op after that.

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.manifests import Doc, only
-from tests.support.load import wait_until
-from tests.support.tools import require_tool
+from proving.manifests import REPO, Doc, only
+from proving.waiting import wait_until
+from tests.support.needs import require_docker_engine
 
-REPO = Path(__file__).resolve().parents[2]
 PORT_FORWARD_SMOKE = REPO / "scripts/k8s/port_forward_smoke.sh"
 MINIKUBE_STEPS = REPO / "scripts/k8s/minikube_steps.sh"
 
@@ -188,7 +187,7 @@ def test_minikube_steps_start_starts_a_stopped_profile(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_minikube_steps_build_image_prints_only_the_unique_reference(tmp_path: Path) -> None:
-    require_tool("docker", "Debian package docker.io")
+    require_docker_engine()
     result = run_minikube_steps(tmp_path, "build-image")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "minikube-record").read_text().splitlines() == ["-p demo docker-env"]

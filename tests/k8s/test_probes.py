@@ -7,14 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.k8s.manifests import Doc, app_container, only, pod_spec, resolve_env
-from tests.support.load import wait_until
-from tests.support.service import ServiceProcess, http_get
+from proving.contract import CONTRACT_BODY, CONTRACT_TARGET
+from proving.manifests import Doc, app_container, only, pod_spec, resolve_env
+from proving.service import ServiceProcess, http_get
+from proving.waiting import wait_until
 
 # What the kubelet would put in the downward-API variables; any address will do here.
 FIELD_VALUES = {"status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-EXPECTED_HASH_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
 
 
 def start_like_the_deployment(
@@ -41,7 +41,7 @@ def test_probe_paths_answer_200(manifest_docs: list[Doc], start_service) -> None
     startup = container["startupProbe"]
     budget = startup["periodSeconds"] * startup["failureThreshold"]
     assert startup_seconds < budget, f"ready after {startup_seconds:.1f} s, budget {budget} s"
-    assert http_get(service.port, "/user_hash?user_id=TESTUSERID")[2] == EXPECTED_HASH_BODY
+    assert http_get(service.port, CONTRACT_TARGET)[2] == CONTRACT_BODY
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.manifests import MONITORING_DIR, REPO, Doc, load_documents
-from tests.support.tools import require_tool
+from proving.manifests import MONITORING_DIR, REPO, Doc, load_documents
+from tests.support.needs import require_tool
 
 RULE = MONITORING_DIR / "prometheusrule.yaml"
 SPEC = MONITORING_DIR / "rules" / "spec.yaml"

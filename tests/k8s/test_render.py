@@ -10,10 +10,11 @@ from types import ModuleType
 
 import yaml
 
-from tests.k8s.manifests import FRAGMENTS_DIR, MANIFEST, REPO, load_documents, package_version
+from proving.manifests import FRAGMENTS_DIR, MANIFEST, REPO, load_documents, package_version
 
 SCRIPT = REPO / "scripts/k8s/render_manifest.py"
-RENDER = [sys.executable, str(SCRIPT)]
+# A module run from the repository root, as `make manifest` runs it (it imports proving).
+RENDER = [sys.executable, "-m", "scripts.k8s.render_manifest"]
 KUSTOMIZATION = FRAGMENTS_DIR / "kustomization.yaml"
 
 
@@ -31,7 +32,9 @@ def resources() -> list[str]:
 
 
 def test_committed_manifest_is_up_to_date() -> None:
-    result = subprocess.run([*RENDER, "--check"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*RENDER, "--check"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -96,7 +99,11 @@ def test_check_fails_on_a_stale_manifest(tmp_path: Path) -> None:
     stale = tmp_path / "user_hasher.yaml"
     stale.write_text(MANIFEST.read_text().replace("minReadySeconds: 5", "minReadySeconds: 7"))
     result = subprocess.run(
-        [*RENDER, "--check", "--manifest", str(stale)], capture_output=True, text=True, timeout=120
+        [*RENDER, "--check", "--manifest", str(stale)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "-  minReadySeconds: 7" in result.stdout
@@ -107,6 +114,6 @@ def test_check_fails_on_a_stale_manifest(tmp_path: Path) -> None:
 def test_render_writes_what_check_accepts(tmp_path: Path) -> None:
     target = tmp_path / "rendered.yaml"
     subprocess.run(
-        [*RENDER, "--manifest", str(target)], check=True, capture_output=True, timeout=120
+        [*RENDER, "--manifest", str(target)], cwd=REPO, check=True, capture_output=True, timeout=120
     )
     assert target.read_text() == MANIFEST.read_text()

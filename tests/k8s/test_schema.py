@@ -3,7 +3,7 @@
 import kubernetes_validate
 import pytest
 
-from tests.k8s.manifests import Doc, only
+from proving.manifests import Doc, only
 from tests.k8s.schema import OLDEST_KUBERNETES, kubernetes_versions, schema_problems
 
 

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
+from proving.manifests import Doc, app_container, only, pod_spec
 from tests.k8s.manifest_checks import (
     CHECKS,
     all_problems,
@@ -11,7 +12,6 @@ from tests.k8s.manifest_checks import (
     is_valid_name,
     selects,
 )
-from tests.k8s.manifests import Doc, app_container, only, pod_spec
 
 
 def test_the_manifests_pass_every_check(manifest_docs: list[Doc], version: str) -> None:

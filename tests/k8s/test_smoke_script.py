@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.manifests import REPO
-from tests.support.service import free_port
-from tests.support.tools import require_tool
+from proving.contract import CONTRACT_BODY, CONTRACT_SALT, CONTRACT_TARGET
+from proving.manifests import REPO
+from proving.service import free_port
+from tests.support.needs import require_tool
 
 SMOKE = REPO / "scripts/smoke.sh"
 SHELL_SCRIPTS = [SMOKE, REPO / "scripts/k8s/port_forward_smoke.sh"]
 # The script's curl calls are bounded at 10 s each; three of them, and then some.
 SMOKE_TIMEOUT_SECONDS = 60
-CLUSTER_ENV = {"USER_SALT": "TESTSALT", "POD_IP": "10.244.0.7", "NODE_IP": "192.168.49.2"}
+CLUSTER_ENV = {"USER_SALT": CONTRACT_SALT, "POD_IP": "10.244.0.7", "NODE_IP": "192.168.49.2"}
 
 
 def smoke(base_url: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +49,7 @@ def test_smoke_passes_against_the_service_with_the_test_salt(start_service) -> N
     service = start_service(**CLUSTER_ENV)
     result = smoke(service.base_url + "/")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"9f1021612c2a810d26472a66e4064f6608d52fd3"' in result.stdout
+    assert CONTRACT_BODY.decode() in result.stdout
     for label, value in [
         ("app_version", "0.1.0"),
         ("pod_ip", "10.244.0.7"),
@@ -63,14 +64,14 @@ def test_smoke_fails_on_a_wrong_salt(start_service) -> None:
     service = start_service(**{**CLUSTER_ENV, "USER_SALT": "NOTTHESALT"})
     result = smoke(service.base_url)
     assert result.returncode == 1
-    assert 'want "9f1021612c2a810d26472a66e4064f6608d52fd3"' in result.stderr
+    assert f"want {CONTRACT_BODY.decode()}" in result.stderr
     assert "PASS" not in result.stdout
 
 
 @pytest.mark.slow
 def test_smoke_fails_when_the_pod_ip_is_not_wired(start_service) -> None:
     """Without the downward-API env the app labels its series pod_ip="unknown"."""
-    service = start_service(USER_SALT="TESTSALT", NODE_IP="192.168.49.2")
+    service = start_service(USER_SALT=CONTRACT_SALT, NODE_IP="192.168.49.2")
     result = smoke(service.base_url)
     assert result.returncode == 1
     assert 'pod_ip="unknown"' in result.stderr
@@ -129,7 +130,7 @@ def test_smoke_checks_every_series_for_the_labels(metrics: str, error: str | Non
 def stand_in_service(metrics: str) -> Iterator[str]:
     routes = {
         "/readyz": b'{"status":"ready"}',
-        "/user_hash?user_id=TESTUSERID": b'"9f1021612c2a810d26472a66e4064f6608d52fd3"',
+        CONTRACT_TARGET: CONTRACT_BODY,
         "/metrics": metrics.encode(),
     }
 

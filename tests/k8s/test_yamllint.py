@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.k8s.manifests import REPO
+from proving.manifests import REPO
 
 LINTED = [
     "k8s",

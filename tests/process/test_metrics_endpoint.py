@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from proving.service import ServiceProcess
 from tests.conftest import SALT
 from tests.metrics_text import (
     DURATION,
@@ -27,8 +28,7 @@ from tests.metrics_text import (
     send,
     value,
 )
-from tests.support.service import ServiceProcess
-from tests.support.tools import require_tool
+from tests.support.needs import require_tool
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from proving.prometheus import PrometheusServer
+from proving.service import ServiceProcess
+from proving.waiting import wait_until
 from tests.conftest import SALT
 from tests.metrics_text import (
     DASHBOARD,
@@ -21,11 +24,8 @@ from tests.metrics_text import (
     KNOWN_TRAFFIC,
     send,
 )
-from tests.support.load import wait_until
-from tests.support.prometheus import PrometheusServer
+from tests.support.needs import require_tool
 from tests.support.prometheus_rules import SLO_RECORDING_RULE, write_rule_file
-from tests.support.service import ServiceProcess
-from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,10 @@ HAProxy plays kube-proxy: it health-checks /readyz every 200 ms and stops
 routing to a backend that fails once. Retries are off, so every request the
 proxy cannot serve reaches the client as a failure. Two old pods are replaced by
 a new one while the load runs, as `maxSurge: 1, maxUnavailable: 0` would.
+
+The roll is a scenario of the zero-downtime rehearsal (rehearsal/report.py) with this
+target: the same open-loop load, the same steady stretch and event window, the same
+gates and the same summary row as the rehearsal on the cluster and `make rollout-check`.
 """
 
 import signal
@@ -14,13 +18,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.load import LoadResult, LoadRun, wait_until
-from tests.support.service import ServiceProcess, answers_ready, free_port
-from tests.support.tools import require_tool
+from proving.contract import CONTRACT_SALT
+from proving.openloop import LoadPlan, LoadRun, Target
+from proving.service import ServiceProcess, answers_ready, free_port
+from proving.waiting import wait_until
+from rehearsal.report import (
+    Event,
+    Gate,
+    Rehearsal,
+    Role,
+    Scenario,
+    gates,
+    scenario_rows,
+    scenario_summary,
+)
+from tests.support.needs import require_tool
 
 pytestmark = pytest.mark.slow
 
 StartService = Callable[..., ServiceProcess]
+# The open-loop load through the proxy: both client kinds, a rate the 2-core CI machine
+# serves with room to spare, bounded even if nobody stopped it.
+LOAD = LoadPlan.bounded(rate=200, seconds=60)
+# The event windows here are short; this floor only proves the load really ran.
+MIN_ROLLOUT_REQUESTS = 50
 HAPROXY_CONFIG = """\
 defaults
     mode http
@@ -82,10 +103,16 @@ def _served_hashes(service: ServiceProcess) -> int:
 
 
 def _roll(
-    start_service: StartService, haproxy: Callable[[list[int], str], int], drain: str
-) -> tuple[LoadResult, list[int]]:
+    start_service: StartService,
+    haproxy: Callable[[list[int], str], int],
+    drain: str,
+    scenario: Scenario,
+) -> tuple[Rehearsal, list[int]]:
+    """Runs `scenario` (its times are set here): a steady stretch once both old pods
+    serve, then the event window from the surge pod's start to 50 answers after the
+    last old pod exited."""
     env = {
-        "USER_SALT": "TESTSALT",
+        "USER_SALT": CONTRACT_SALT,
         "DRAIN_SECONDS": drain,
         "GRACEFUL_TIMEOUT_SECONDS": "5",
         "LOG_LEVEL": "DEBUG",
@@ -95,29 +122,53 @@ def _roll(
     port = haproxy([old[0].port, old[1].port, new_port], "pods/pod2")
     new = start_service(wait_ready=False, PORT=str(new_port), **env)  # the surge pod
     exit_codes = []
-    with LoadRun("127.0.0.1", port, "TESTSALT", max_seconds=60) as load:
+    started_at = time.time()
+    with LoadRun(Target("127.0.0.1", port, CONTRACT_SALT), LOAD) as load:
+        scenario.start = load.elapsed()
         assert wait_until(lambda: all(_served_hashes(pod) > 0 for pod in old), timeout=15)
+        scenario.event_start = load.elapsed()
         new.wait_ready()
+        scenario.events.append(Event(load.elapsed(), "surge pod ready", pod="pod2"))
         assert wait_until(lambda: _served_hashes(new) > 0, timeout=15)
-        for pod in old:
+        for number, pod in enumerate(old):
+            scenario.events.append(Event(load.elapsed(), "SIGTERM", pod=f"pod{number}"))
             pod.send_signal(signal.SIGTERM)
             exit_codes.append(pod.wait_exit(timeout=30))
-        served_before = load.result.ok
-        assert wait_until(lambda: load.result.ok >= served_before + 50, timeout=15)
-        result = load.stop()
-    return result, exit_codes
+            scenario.events.append(Event(load.elapsed(), "exited", pod=f"pod{number}"))
+        served_before = load.answered()
+        assert wait_until(lambda: load.answered() >= served_before + 50, timeout=15)
+        records = load.stop()
+        scenario.end = load.elapsed()
+    rehearsal = Rehearsal(
+        target=f"HAProxy on 127.0.0.1:{port} before python -m user_hasher processes",
+        rate=LOAD.rate,
+        saturation=None,
+        started_at=started_at,
+        min_rollout_requests=MIN_ROLLOUT_REQUESTS,
+        not_ready_source="HAProxy's /readyz checks (not observed here)",
+        scenarios=[scenario],
+        records=records,
+    )
+    print("\n".join(scenario_rows([scenario_summary(records, scenario)])))
+    return rehearsal, exit_codes
+
+
+def _verdict(rehearsal: Rehearsal) -> dict[str, Gate]:
+    return {gate.name: gate for gate in gates(rehearsal)}
 
 
 def test_rolling_update_behind_a_load_balancer_drops_nothing(
     start_service: StartService, haproxy: Callable[[list[int], str], int]
 ) -> None:
-    started = time.monotonic()
-    result, exit_codes = _roll(start_service, haproxy, drain="2")
-    print(
-        f"rolling update: {result.ok} ok, {len(result.failures)} failed, "
-        f"{time.monotonic() - started:.1f} s: {result.failures[:5]}"
-    )
-    assert result.failures == []
+    scenario = Scenario("haproxy-roll-with-drain", Role.ROLLOUT, 0.0, 0.0, 0.0)
+    rehearsal, exit_codes = _roll(start_service, haproxy, "2", scenario)
+    verdict = _verdict(rehearsal)
+    for name in (
+        f"0 failed requests in {scenario.name}",
+        f"at least {MIN_ROLLOUT_REQUESTS} requests during the rollouts",
+        "0 failed requests outside the scenarios",
+    ):
+        assert verdict[name].passed, f"{name}: {verdict[name].detail}"
     assert exit_codes == [0, 0]
 
 
@@ -127,7 +178,8 @@ def test_negative_control_without_a_drain_the_load_balancer_drops_requests(
     """Same roll with DRAIN_SECONDS=0: the pod stops listening before the proxy
     notices, so requests fail. This is what the drain is for, and proves the
     zero above is not the checker's blindness."""
-    result, exit_codes = _roll(start_service, haproxy, drain="0")
-    print(f"no drain: {result.ok} ok, {len(result.failures)} failed: {result.failures[:3]}")
-    assert len(result.failures) > 0
+    scenario = Scenario("haproxy-roll-no-drain", Role.NEGATIVE_CONTROL, 0.0, 0.0, 0.0)
+    rehearsal, exit_codes = _roll(start_service, haproxy, "0", scenario)
+    gate = _verdict(rehearsal)[f"negative control {scenario.name} records failures"]
+    assert gate.passed, gate.detail
     assert exit_codes == [0, 0]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.support.service import free_port
+from proving.service import free_port
 
 
 def run_service(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.manifests import MONITORING_DIR, load_documents
+from proving.manifests import MONITORING_DIR, load_documents
 
 PROMETHEUS_RULE = MONITORING_DIR / "prometheusrule.yaml"
 # A recording rule every SLO panel of the dashboard reads; present once the rules ran.

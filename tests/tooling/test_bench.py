@@ -6,15 +6,13 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support.tools import require_tool
+from proving.manifests import REPO
+from tests.support.needs import require_tool
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def numbers(value: object) -> list[float]:

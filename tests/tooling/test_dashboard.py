@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.manifests import MONITORING_DIR
+from proving.manifests import MONITORING_DIR
 from tests.metrics_text import DASHBOARD, FAMILIES
+from tests.support.needs import require_tool
 from tests.support.prometheus_rules import recorded_names, rule_groups
-from tests.support.tools import require_tool
 
 # The families and their histogram series, plus Prometheus's own per-target `up`.
 KNOWN_METRICS = {

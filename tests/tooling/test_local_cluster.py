@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.local_cluster import host_network_state, left_behind
+from proving.local_cluster import cluster_processes, host_network_state, left_behind
+from tests.support.needs import require
 
 # What a CI machine held before the start: a killed run's bridge, device, routes and rule.
 KILLED_RUN = frozenset(
@@ -55,8 +56,11 @@ def test_another_systems_kube_proxy_chains_may_stay() -> None:
 @pytest.fixture
 def cluster_named_bridge() -> Iterator[str]:
     """A real, empty bridge whose name a cluster's would carry; removed afterwards."""
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("iptables-save") is None:
-        pytest.skip("SKIPPED LOUDLY: needs root, ip and iptables-save (the cluster tests do too)")
+    tools = os.geteuid() == 0 and shutil.which("ip") and shutil.which("iptables-save")
+    require(None if tools else "needs root, ip and iptables-save", "this test")
+    # A running cluster's routes and rules would be in both snapshots.
+    running = cluster_processes()
+    require(f"a local cluster runs: {running[:1]}" if running else None, "this test")
     name = f"kcluster{os.getpid() % 10_000_000}"[:15]
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True, timeout=30)
     try:

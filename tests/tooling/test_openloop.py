@@ -1,4 +1,4 @@
-"""The open-loop load generator (tests/support/openloop.py) against real sockets.
+"""The open-loop load generator (proving/openloop.py) against real sockets.
 
 Process tests run it against a real `python -m user_hasher` and real signals; the
 error kinds a healthy service never produces (5xx, a wrong body, silence) come from
@@ -7,6 +7,7 @@ timing checks compare the generator's records with moments the test itself took.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,7 +19,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.openloop import (
+from proving.contract import CONTRACT_BODY, CONTRACT_SALT, CONTRACT_USER_ID
+from proving.openloop import (
     Client,
     Error,
     LoadPlan,
@@ -27,14 +29,16 @@ from tests.support.openloop import (
     Target,
     expected_body,
     in_window,
+    keep_alive_closes,
     measure_saturation,
     percentile,
     summarize,
 )
-from tests.support.service import ServiceProcess, free_port
+from proving.service import ServiceProcess, free_port
+from tests.support.needs import require
 
 StartService = Callable[..., ServiceProcess]
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 # Low enough to be far below saturation on a busy 2-core machine, high enough that
 # every window the tests look at holds many requests of both kinds.
 RATE = 300.0
@@ -271,12 +275,36 @@ def test_nothing_listening_is_refused() -> None:
     assert {(record.error, record.status) for record in records} == {(Error.REFUSED, None)}
 
 
+def test_a_refused_request_names_the_address_its_syn_left_from() -> None:
+    """What lets a capture of the refusing host's ICMP be matched to the very request."""
+    records = run_briefly(free_port())
+    sources = [record.source for record in records]
+    assert all(re.fullmatch(r"127\.0\.0\.1:[1-9]\d*", source) for source in sources), sources
+    # Each new connection is a new SYN from a port of its own.
+    new_connections = [r.source for r in records if r.client is Client.NEW_CONNECTION]
+    assert len(set(new_connections)) == len(new_connections) > 1
+
+
+@pytest.mark.slow
+def test_answered_requests_name_their_connection_and_its_close(
+    start_service: StartService,
+) -> None:
+    service = start_service(USER_SALT=SALT)
+    records = LoadRun(target_of(service), plan(duration=1.0)).start().wait()
+    assert failures(records) == []
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", record.source) for record in records)
+    # A new-connection request asks for `Connection: close` and the server agrees; a
+    # keep-alive connection is not told to close by a server that is not draining.
+    assert all(r.closing for r in records if r.client is Client.NEW_CONNECTION)
+    assert keep_alive_closes(records) == 0
+
+
 @pytest.fixture
 def host_unreachable_port() -> Iterator[int]:
     """A loopback port whose connections the kernel answers with ICMP host unreachable, as
     it does for a pod IP that no longer answers ARP; the iptables rule goes afterwards."""
-    if os.geteuid() != 0 or shutil.which("iptables") is None:
-        pytest.skip("SKIPPED LOUDLY: needs root and iptables for an ICMP host-unreachable rule")
+    tools = os.geteuid() == 0 and shutil.which("iptables")
+    require(None if tools else "needs root and iptables", "this test (an ICMP reject rule)")
     port = free_port()
     rule = ["OUTPUT", "-d", "127.0.0.1/32", "-p", "tcp", "--dport", str(port)]
     rule += ["-m", "comment", "--comment", "user_hasher test", "-j", "REJECT"]
@@ -347,4 +375,4 @@ def test_a_plan_that_cannot_run_is_refused(bad: dict[str, float]) -> None:
 
 
 def test_expected_body_is_the_contract() -> None:
-    assert expected_body("TESTUSERID", "TESTSALT") == b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
+    assert expected_body(CONTRACT_USER_ID, CONTRACT_SALT) == CONTRACT_BODY

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
+from proving.manifests import REPO
+from proving.openloop import Client, Error, RequestRecord
 from rehearsal.plot import FAILED, plot_rehearsal
 from rehearsal.report import Event, Rehearsal, Role, Scenario, human_summary, summary
-from tests.support.openloop import Client, Error, RequestRecord
-
-REPO = Path(__file__).parents[1]
 
 
 def steady_load(start: float, end: float, latency: float, rate: int = 100) -> list[RequestRecord]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from proving.kubectl import WatchEvent
+from proving.manifests import MANIFEST, load_documents, only
 from rehearsal.observe import (
     app_versions,
     deletion_seen,
@@ -17,8 +19,6 @@ from rehearsal.observe import (
     turned_not_ready,
 )
 from rehearsal.scenarios import App
-from tests.k8s.manifests import MANIFEST, load_documents, only
-from tests.support.local_cluster import WatchEvent
 
 # As `kubectl logs --timestamps` prints the app's lines: the runtime's nanosecond stamp first.
 LOG = """\

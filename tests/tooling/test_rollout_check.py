@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from proving.contract import CONTRACT_SALT
+from proving.manifests import MANIFEST, load_documents, only
+from proving.openloop import Client, Error
+from proving.service import ServiceProcess, free_port
 from rehearsal.rollout_check import LOAD_FILES, CheckError, job_manifest, parse_log
-from tests.k8s.manifests import MANIFEST, load_documents, only
 from tests.k8s.schema import kubernetes_versions, schema_problems
-from tests.support.openloop import Client, Error
-from tests.support.service import ServiceProcess, free_port
 
-SALT = "TESTSALT"
+SALT = CONTRACT_SALT
 
 
 def run_job_client(directory: Path, port: int, salt: str, seconds: float = 2.0) -> str:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from proving.service import free_port
 from tests.conftest import SALT
-from tests.support.service import free_port
 from user_hasher.app import create_service
 from user_hasher.server import hypercorn_config, serve
 from user_hasher.settings import Settings

@@ -1,7 +1,7 @@
-"""Build the real image and run real containers of it, for tests.
+"""Build the real image and run real containers of it.
 
-Used by the fixtures in tests/container/conftest.py; importable from any test that needs the
-image (`from tests.container.docker_support import run_container, ...`).
+Used by the container tests (tests/container/conftest.py), the cluster tests and the
+rehearsal (`from proving.docker import build_image, run_container, ...`).
 
 Every container runs with `--network=host` and binds 127.0.0.1 on a free port: this machine's
 dockerd has no bridge (scripts/docker/start-dockerd.sh), and nothing may listen beyond loopback.
@@ -15,15 +15,14 @@ import os
 import shutil
 import subprocess
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tests.support.service import free_port, http_get
+from proving.manifests import REPO as REPO_ROOT
+from proving.service import free_port, http_get
+from proving.waiting import WaitTimeoutError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The Makefile's DOCKER (default `docker`): the same client builds and runs.
 DOCKER = os.environ.get("DOCKER", "docker")
 
@@ -49,13 +48,8 @@ HARDENED_RUN_ARGS: tuple[str, ...] = (
 )
 
 
-def project_version() -> str:
-    """The one version source (pyproject.toml), which `make image` tags and labels with."""
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-
 class DockerError(RuntimeError):
-    pass
+    """A docker or `make image` call failed, or a container stopped before it served."""
 
 
 def docker(*args: str, timeout: float = DOCKER_CALL_TIMEOUT_SECONDS) -> str:
@@ -64,7 +58,9 @@ def docker(*args: str, timeout: float = DOCKER_CALL_TIMEOUT_SECONDS) -> str:
         [DOCKER, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if result.returncode != 0:
-        raise DockerError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        raise DockerError(
+            f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+        )
     return result.stdout
 
 
@@ -77,10 +73,6 @@ def engine_problem() -> str | None:
     except (DockerError, subprocess.TimeoutExpired) as error:
         return f"the docker engine does not answer ({error})"
     return None
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in {"", "0", "false"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +143,7 @@ class Container:
                 if not self.inspect()["State"]["Running"]:
                     raise DockerError(f"container exited before ready:\n{self.logs()}") from None
             time.sleep(0.05)
-        raise TimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
+        raise WaitTimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
 
     def host_pid(self) -> int:
         """The container's PID 1 as the host sees it (for reading /proc/<pid>/...)."""

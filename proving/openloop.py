@@ -28,11 +28,13 @@ import enum
 import errno
 import hashlib
 import math
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class Client(enum.StrEnum):
@@ -75,6 +77,11 @@ class LoadPlan:
     # beyond it wait for a slot, and that wait counts in their latency.
     max_new_connections_in_flight: int = 512
 
+    @classmethod
+    def bounded(cls, rate: float, seconds: float, **options: Any) -> LoadPlan:
+        """`rate` requests per second for `seconds`, and no more requests than that."""
+        return cls(rate, seconds, math.ceil(rate * seconds), **options)
+
     def __post_init__(self) -> None:
         if not (self.rate > 0 and self.duration > 0 and self.timeout > 0):
             raise ValueError(f"rate, duration and timeout must be positive: {self}")
@@ -97,6 +104,10 @@ class RequestRecord:
     # lag plus any wait for a free keep-alive connection. Part of the latency, kept
     # apart so a report can tell the client's queueing from the server's.
     wait: float = 0.0
+    # The local "ip:port" of the request's connection: where its SYN left from, known also
+    # when the connection was refused, so a refusal can be matched to a packet capture.
+    source: str = ""
+    closing: bool = False  # the answer said `Connection: close`
 
     @property
     def ok(self) -> bool:
@@ -167,6 +178,43 @@ def _close(connection: Connection | None) -> None:
         connection[1].close()
 
 
+def _local_address(sock: socket.socket) -> str:
+    try:
+        host, port, *_ = sock.getsockname()
+    except OSError:
+        return ""
+    return f"{host}:{port}"
+
+
+class _Dial:
+    """One connection attempt. `source` is the local address its SYN left from, set once
+    the connect began, whether it then succeeded or failed (asyncio.open_connection alone
+    would not tell which port a refused connection used)."""
+
+    def __init__(self) -> None:
+        self.source = ""
+
+    async def open(self, target: Target) -> Connection:
+        loop = asyncio.get_running_loop()
+        addresses = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        failure: OSError = OSError(f"{target.host} resolves to no address")
+        for family, kind, protocol, _, address in addresses:  # as open_connection tries them
+            sock = socket.socket(family, kind, protocol)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except BaseException as error:
+                self.source = _local_address(sock)
+                sock.close()
+                if not isinstance(error, OSError):
+                    raise
+                failure = error
+                continue
+            self.source = _local_address(sock)
+            return await asyncio.open_connection(sock=sock)
+        raise failure
+
+
 def _client_kind(n: int, keep_alive_share: float) -> Client:
     """The kind of the n-th request (or client): the keep-alive ones spread evenly."""
     keep_alive = math.floor((n + 1) * keep_alive_share) > math.floor(n * keep_alive_share)
@@ -202,6 +250,14 @@ class LoadRun:
     def start(self) -> LoadRun:
         self._thread.start()
         return self
+
+    def snapshot(self) -> list[RequestRecord]:
+        """The records so far, while the run goes on (it appends from its own thread)."""
+        return self.records.copy()
+
+    def answered(self) -> int:
+        """How many requests so far got the right answer."""
+        return sum(record.ok for record in self.snapshot())
 
     def stop(self) -> list[RequestRecord]:
         self._stop.set()
@@ -263,68 +319,72 @@ class LoadRun:
 
     def _record(
         self,
-        intended: float,
-        began: float,
-        client: Client,
-        connected: bool,
+        attempt: _Attempt,
         status: int | None,
         error: Error | None,
         detail: str = "",
+        closing: bool = False,
     ) -> None:
-        latency, wait = self.elapsed() - intended, began - intended
+        latency, wait = self.elapsed() - attempt.intended, attempt.began - attempt.intended
         self.records.append(
-            RequestRecord(intended, latency, client, status, error, detail, connected, wait)
+            RequestRecord(
+                attempt.intended,
+                latency,
+                attempt.client,
+                status,
+                error,
+                detail,
+                attempt.connected,
+                wait,
+                attempt.source,
+                closing,
+            )
         )
 
-    def _record_answer(
-        self, intended: float, began: float, client: Client, connected: bool, answer: Answer
-    ) -> None:
+    def _record_answer(self, attempt: _Attempt, answer: Answer, closing: bool) -> None:
         user_id, status, body = answer
         if status == 200 and body == expected_body(user_id, self.target.salt):
-            self._record(intended, began, client, connected, status, None)
+            self._record(attempt, status, None, closing=closing)
             return
         error = Error.SERVER_ERROR if status >= 500 else Error.BAD_RESPONSE
-        detail = f"status {status}: {body[:60]!r}"
-        self._record(intended, began, client, connected, status, error, detail)
+        self._record(attempt, status, error, f"status {status}: {body[:60]!r}", closing)
 
-    def _record_failure(
-        self, intended: float, began: float, client: Client, connected: bool, failure: Exception
-    ) -> None:
+    def _record_failure(self, attempt: _Attempt, failure: Exception) -> None:
         detail = f"{type(failure).__name__}: {failure}"[:120]
-        self._record(intended, began, client, connected, None, _classify(failure), detail)
+        self._record(attempt, None, _classify(failure), detail)
 
     async def _keep_alive_worker(self, queue: asyncio.Queue[tuple[int, float] | None]) -> None:
         connection: Connection | None = None
+        source = ""
         try:
             while (item := await queue.get()) is not None:
                 n, intended = item
-                began = self.elapsed()
+                attempt = _Attempt(intended, self.elapsed(), Client.KEEP_ALIVE, False, source)
                 if time.monotonic() >= self._deadline(intended):
                     waited = "no keep-alive connection was free before the timeout"
-                    self._record(
-                        intended, began, Client.KEEP_ALIVE, False, None, Error.TIMEOUT, waited
-                    )
+                    self._record(attempt, None, Error.TIMEOUT, waited)
                     continue
                 if connection is not None and connection[0].at_eof():
                     _close(connection)  # the server closed it while idle
                     connection = None
-                connected = connection is None
+                attempt.connected = connection is None
                 user_id = f"openloop-{n}"
+                dial = _Dial()
                 try:
                     async with asyncio.timeout_at(self._deadline(intended)):
                         if connection is None:
-                            connection = await asyncio.open_connection(
-                                self.target.host, self.target.port
-                            )
+                            try:
+                                connection = await dial.open(self.target)
+                            finally:
+                                source = attempt.source = dial.source
                         request = _request_bytes(self.target, user_id, close=False)
                         status, closing, body = await _exchange(connection, request)
                 except _FAILURES as failure:
-                    self._record_failure(intended, began, Client.KEEP_ALIVE, connected, failure)
+                    self._record_failure(attempt, failure)
                     _close(connection)
                     connection = None
                     continue
-                answer = (user_id, status, body)
-                self._record_answer(intended, began, Client.KEEP_ALIVE, connected, answer)
+                self._record_answer(attempt, (user_id, status, body), closing)
                 if closing:
                     _close(connection)
                     connection = None
@@ -336,21 +396,35 @@ class LoadRun:
     ) -> None:
         user_id = f"openloop-{n}"
         connection: Connection | None = None
-        began = math.nan
+        attempt = _Attempt(intended, math.nan, Client.NEW_CONNECTION, True)
+        dial = _Dial()
         try:
             async with asyncio.timeout_at(self._deadline(intended)), slots:
-                began = self.elapsed()
-                connection = await asyncio.open_connection(self.target.host, self.target.port)
+                attempt.began = self.elapsed()
+                connection = await dial.open(self.target)
                 request = _request_bytes(self.target, user_id, close=True)
-                status, _, body = await _exchange(connection, request)
+                status, closing, body = await _exchange(connection, request)
         except _FAILURES as failure:
-            began = self.elapsed() if math.isnan(began) else began  # never got a slot
-            self._record_failure(intended, began, Client.NEW_CONNECTION, True, failure)
+            if math.isnan(attempt.began):  # never got a slot
+                attempt.began = self.elapsed()
+            attempt.source = dial.source
+            self._record_failure(attempt, failure)
             return
         finally:
             _close(connection)
-        answer = (user_id, status, body)
-        self._record_answer(intended, began, Client.NEW_CONNECTION, True, answer)
+        attempt.source = dial.source
+        self._record_answer(attempt, (user_id, status, body), closing)
+
+
+@dataclass
+class _Attempt:
+    """What a request's record needs beyond its outcome."""
+
+    intended: float
+    began: float
+    client: Client
+    connected: bool
+    source: str = ""
 
 
 # --- Closed-loop saturation probe ---------------------------------------------------
@@ -405,7 +479,7 @@ async def _saturate(
                 try:
                     async with asyncio.timeout(request_timeout):
                         if connection is None:
-                            connection = await asyncio.open_connection(target.host, target.port)
+                            connection = await _Dial().open(target)
                         request = _request_bytes(target, user_id, close=not keep_alive)
                         status, closing, body = await _exchange(connection, request)
                 except _FAILURES:
@@ -451,6 +525,12 @@ class Summary:
 
 def _count(names: Iterable[str]) -> dict[str, int]:
     return {str(name): count for name, count in sorted(Counter(names).items())}
+
+
+def keep_alive_closes(records: Iterable[RequestRecord]) -> int:
+    """Answers on keep-alive connections that said `Connection: close` (a draining server
+    says it; a new-connection request asks for it, so its answers do not count)."""
+    return sum(r.closing for r in records if r.client is Client.KEEP_ALIVE)
 
 
 def in_window(

@@ -1,4 +1,4 @@
-"""A real Prometheus server for tests: any binary, any scrape config.
+"""A real Prometheus server: any binary, any scrape config.
 
 It listens on a free loopback port, keeps its data in the given directory, and is stopped
 by its PID. Every wait is bounded. tests/process runs Debian's Prometheus against one
@@ -15,11 +15,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.load import wait_until
-from tests.support.service import free_port
+from proving.service import free_port
+from proving.waiting import wait_until
 
 READY_TIMEOUT_SECONDS = 60.0
 SCRAPE_INTERVAL = "1s"
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus exited, never got ready, or answered an API call with an error."""
 
 
 class PrometheusServer:
@@ -47,7 +51,9 @@ class PrometheusServer:
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         if not wait_until(self._ready, READY_TIMEOUT_SECONDS, interval=0.2):
-            raise TimeoutError(f"Prometheus not ready after {READY_TIMEOUT_SECONDS} s:\n{self.log}")
+            raise PrometheusError(
+                f"Prometheus not ready after {READY_TIMEOUT_SECONDS} s:\n{self.log}"
+            )
         return self
 
     def stop(self) -> None:
@@ -65,9 +71,10 @@ class PrometheusServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _ready(self) -> bool:
-        assert self.process is not None
+        if self.process is None:
+            raise PrometheusError("Prometheus was never started: call start() first")
         if self.process.poll() is not None:
-            raise RuntimeError(f"Prometheus exited with {self.process.returncode}:\n{self.log}")
+            raise PrometheusError(f"Prometheus exited with {self.process.returncode}:\n{self.log}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
                 return r.status == 200
@@ -79,7 +86,8 @@ class PrometheusServer:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         with urllib.request.urlopen(url, timeout=10) as response:
             answer = json.load(response)
-        assert answer["status"] == "success", answer
+        if answer["status"] != "success":
+            raise PrometheusError(f"{path} {params}: {answer}")
         return answer["data"]
 
     def query(self, expr: str) -> list[dict]:

@@ -1,5 +1,5 @@
 """Loading the Kubernetes manifests, finding objects in them, and resolving a
-container's environment the way the kubelet would (for tests that run the app with it)."""
+container's environment the way the kubelet would (to run the app with it outside a cluster)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FRAGMENTS_DIR = REPO / "k8s"
 MONITORING_DIR = FRAGMENTS_DIR / "monitoring"
 MANIFEST = REPO / "user_hasher.yaml"
 PYPROJECT = REPO / "pyproject.toml"
 
 Doc = dict[str, Any]
+
+
+class ManifestError(ValueError):
+    """The manifests do not have the shape a tool relies on."""
 
 
 def load_documents(path: Path) -> list[Doc]:
@@ -30,9 +34,10 @@ def load_directory(directory: Path) -> list[Doc]:
 
 
 def only(docs: Iterable[Doc], kind: str) -> Doc:
-    """The one object of this kind; a missing or second one is a test failure."""
+    """The one object of this kind; a missing or second one raises ManifestError."""
     matches = [doc for doc in docs if doc.get("kind") == kind]
-    assert len(matches) == 1, f"expected exactly one {kind}, found {len(matches)}"
+    if len(matches) != 1:
+        raise ManifestError(f"expected exactly one {kind}, found {len(matches)}")
     return matches[0]
 
 
@@ -42,7 +47,8 @@ def pod_spec(deployment: Doc) -> Doc:
 
 def app_container(deployment: Doc) -> Doc:
     containers = pod_spec(deployment)["containers"]
-    assert len(containers) == 1, "the Deployment runs exactly one container"
+    if len(containers) != 1:
+        raise ManifestError(f"the Deployment runs {len(containers)} containers, not exactly one")
     return containers[0]
 
 
@@ -79,7 +85,7 @@ def resolve_env(docs: list[Doc], field_values: dict[str, str]) -> dict[str, str]
             else:
                 env[var["name"]] = field_values[path]
         else:
-            raise AssertionError(f"env {var['name']}: unsupported source {sorted(source)}")
+            raise ManifestError(f"env {var['name']}: unsupported source {sorted(source)}")
     return env
 
 

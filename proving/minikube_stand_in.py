@@ -1,12 +1,12 @@
 """Stand-in for scripts/k8s/minikube_steps.sh on a machine that runs the local cluster
-(tests/support/local_cluster.py) instead of minikube: the same two commands, the same output.
+(proving/local_cluster.py) instead of minikube: the same two commands, the same output.
 
-    python -m tests.support.minikube_stand_in start         the cluster answers (it never
-                                                            starts one: its starter stops it)
-    python -m tests.support.minikube_stand_in build-image   `make image` with the local Docker
-                                                            engine, then the image imported into
-                                                            the node's containerd; prints its
-                                                            unique reference
+    python -m proving.minikube_stand_in start         the cluster answers (it never starts
+                                                      one: its starter stops it)
+    python -m proving.minikube_stand_in build-image   `make image` with the local Docker
+                                                      engine, then the image imported into
+                                                      the node's containerd; prints its
+                                                      unique reference
 
 minikube builds inside the node's own Docker engine; here the node runs containerd, so the
 image is built beside it and copied in. Everything else `make minikube-deploy` and
@@ -17,7 +17,7 @@ names (LocalCluster.env() sets it).
 import subprocess
 import sys
 
-from tests.support.local_cluster import REPO_ROOT, LocalCluster
+from proving.local_cluster import REPO_ROOT, LocalCluster
 
 # Far above a cold image build (README, "Container"), for a busy machine.
 BUILD_TIMEOUT_SECONDS = 900

