@@ -172,14 +172,17 @@ def prometheus_rule(spec: dict[str, Any]) -> dict[str, Any]:
             },
         },
         "spec": {
+            # One group: Prometheus evaluates the rules of a group in order, and groups side by
+            # side in no set order. The alerts read the recorded ratios, so they come after them
+            # in the same group and see this evaluation's values, not the previous one's (with two
+            # groups, `promtool test rules` passed or failed by the order it drew).
             "groups": [
                 {
-                    "name": "user-hasher-slo",
-                    "rules": [rule for slo in spec["slos"] for rule in recording_rules(spec, slo)],
-                },
-                {
-                    "name": "user-hasher-alerts",
-                    "rules": [with_runbook(spec, alert) for alert in alerts],
+                    "name": "user-hasher",
+                    "rules": [
+                        *(rule for slo in spec["slos"] for rule in recording_rules(spec, slo)),
+                        *(with_runbook(spec, alert) for alert in alerts),
+                    ],
                 },
             ]
         },
