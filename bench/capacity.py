@@ -21,6 +21,12 @@ Policy (the choices), then what follows from the measurements:
   connections, where the probe waits behind every request queued on the one event loop.
   The Deployment's timeout is READINESS_TIMEOUT_SECONDS; the benchmark says whether it
   still covers what it measures.
+- Cluster fit: the smallest cluster the project is run on is a default `minikube start`.
+  Its CPU left after the control plane and the metrics-server addon (which the HPA needs)
+  must hold the HPA's minimum of pods, a rollout's surge pods and `make rollout-check`'s
+  load Job at once: a pod that does not fit waits Pending, and a rollout stalls behind it.
+  The pod's request stays what the benchmark sizes (a production cluster keeps it); the
+  load Job, a test client, requests little and may use an idle core up to its limit.
 """
 
 from __future__ import annotations
@@ -37,6 +43,21 @@ MEMORY_LIMIT_MIB = 256
 MEMORY_REQUEST_HEADROOM = 1.5
 PROBE_TIMEOUT_MARGIN = 2
 READINESS_TIMEOUT_SECONDS = 5
+# A default `minikube start`: 2 CPUs; its control-plane pods request 750m of them
+# (kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler 100m, etcd 100m,
+# CoreDNS 100m), and the metrics-server addon 100m.
+MINIKUBE_CPU_MILLICORES = 2000
+MINIKUBE_CONTROL_PLANE_MILLICORES = 750
+MINIKUBE_METRICS_SERVER_MILLICORES = 100
+ROLLOUT_CHECK_CPU_REQUEST_MILLICORES = 100
+
+
+def minikube_spare_millicores(min_replicas: int, max_surge: int, pod_millicores: int) -> int:
+    """CPU a default minikube has left while a rollout of the HPA's minimum runs under
+    `make rollout-check`'s load Job; negative means a pod waits Pending."""
+    free = MINIKUBE_CPU_MILLICORES - MINIKUBE_CONTROL_PLANE_MILLICORES
+    free -= MINIKUBE_METRICS_SERVER_MILLICORES
+    return free - (min_replicas + max_surge) * pod_millicores - ROLLOUT_CHECK_CPU_REQUEST_MILLICORES
 
 
 @dataclass(frozen=True)
