@@ -73,6 +73,11 @@ mutation: install ## Mutation-test src/ against the fast tests; fails under a 95
 # DOCKER, BASE_IMAGE, VCS_REF and SOURCE_URL given to make reach it (its header says how
 # each defaults).
 BUILD_IMAGE := scripts/docker/build-image.sh
+# Where the build script records the ID of the image it built (for other targets to read).
+IMAGE_ID_FILE := build/image.id
+# Any docker client (the build script's default too).
+DOCKER ?= docker
+export DOCKER
 # Built by `make base-image` where Docker Hub is unreachable (CI here). It trusts that machine's
 # local CA certificates: a stand-in for CI, never the base of a shipped image.
 LOCAL_BASE_IMAGE := user-hasher-base:bookworm
