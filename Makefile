@@ -41,7 +41,7 @@ test: install ## The fast loop: set up, ruff, and the tests that mirror src/ (te
 	$(PY) -m pytest tests/unit
 
 .PHONY: check
-check: install lint manifest-check ## The full check CI runs: every suite (processes, tooling, k8s, container, cluster)
+check: install lint manifest-check rules-check ## The full check CI runs: every suite (processes, tooling, k8s, container, cluster)
 	$(PY) -m pytest
 
 .PHONY: lint
@@ -75,46 +75,29 @@ mutation: install ## Mutation-test src/ against the fast tests; fails under a 95
 
 # --- Container image ------------------------------------------------------------
 
-IMAGE_NAME := user-hasher
-# The release tag: the package version, never `latest`. user_hasher.yaml names it.
-IMAGE := $(IMAGE_NAME):$(VERSION)
-# `make image` records the ID of the image it built here. The build's own reference,
-# $(IMAGE_NAME):$(VERSION)-<first 12 hex digits of that ID>, is unique and immutable:
-# the deploy targets roll the Deployment to it, so `kubectl rollout undo` brings back
-# the previous build, and builds of other trees on the same engine cannot replace it.
+# The build itself is scripts/docker/build-image.sh (build_and_run.sh and the minikube steps
+# run it too, with no make): it tags the release tag user-hasher:VERSION and the build's own
+# unique reference user-hasher:VERSION-<image id>, which the deploy targets roll to.
+# DOCKER, BASE_IMAGE, VCS_REF and SOURCE_URL given to make reach it (its header says how
+# each defaults).
+BUILD_IMAGE := scripts/docker/build-image.sh
+# Where the build script records the ID of the image it built (for other targets to read).
 IMAGE_ID_FILE := build/image.id
-# Any docker client. It talks to whatever engine DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
-# name, so `eval $$(minikube docker-env) && make image` builds straight into minikube's engine.
+# Any docker client (the build script's default too).
 DOCKER ?= docker
+export DOCKER
 # Built by `make base-image` where Docker Hub is unreachable (CI here). It trusts that machine's
 # local CA certificates: a stand-in for CI, never the base of a shipped image.
 LOCAL_BASE_IMAGE := user-hasher-base:bookworm
-# Empty means the Dockerfile's pinned python:3.11-slim-bookworm. Unset, it is the local base when
-# the engine in use has one (CI), so the same `make image` works on both kinds of machine.
-BASE_IMAGE ?= $(shell $(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 && echo $(LOCAL_BASE_IMAGE))
-# OCI labels: the commit (marked -dirty when the tree has changes) and where the source lives,
-# without any credentials a remote URL may carry.
-VCS_REF ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git status --porcelain 2>/dev/null | grep -q . && echo -dirty)
-SOURCE_URL ?= $(or $(shell git config --get remote.origin.url 2>/dev/null | sed -E 's#//[^/@]*@#//#'),unknown)
+export LOCAL_BASE_IMAGE
 
 .PHONY: image
 image: ## Build the image: tags user-hasher:VERSION and the build's own VERSION-<image id>
-	@base='$(BASE_IMAGE)'; echo "image: building $(IMAGE) on $${base:-the Dockerfile default base}"
-	@mkdir -p $(dir $(IMAGE_ID_FILE))
-	DOCKER_BUILDKIT=0 $(DOCKER) build --network=host \
-		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-		--build-arg VERSION=$(VERSION) \
-		--build-arg VCS_REF=$(VCS_REF) \
-		--build-arg SOURCE_URL=$(SOURCE_URL) \
-		--iidfile $(IMAGE_ID_FILE) \
-		--tag $(IMAGE) .
-	@ref=$$($(MAKE) --no-print-directory -s image-ref) && $(DOCKER) tag "$$(cat $(IMAGE_ID_FILE))" "$$ref" \
-		&& echo "image: built $$ref"
+	$(BUILD_IMAGE) >/dev/null
 
 .PHONY: image-ref
 image-ref: ## Print the unique reference of the image `make image` built last
-	@id=$$(cat $(IMAGE_ID_FILE) 2>/dev/null) || { echo "no $(IMAGE_ID_FILE): run make image" >&2; exit 1; }; \
-		id=$${id#sha256:}; echo "$(IMAGE_NAME):$(VERSION)-$${id:0:12}"
+	@$(BUILD_IMAGE) --ref
 
 # One CycloneDX JSON file per build, named after the build's unique reference.
 SBOM_DIR := build/sbom
@@ -126,22 +109,29 @@ sbom: install ## CycloneDX SBOM of the image `make image` built last, read from 
 
 .PHONY: base-image
 base-image: ## Build the local Debian base (once; reused) for machines without Docker Hub
-	DOCKER=$(DOCKER) scripts/docker/build-base-image.sh $(LOCAL_BASE_IMAGE)
+	scripts/docker/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
 # --- Kubernetes -----------------------------------------------------------------
 
-# Written for a laptop with minikube and kubectl. The names are those in k8s/;
-# tests/k8s checks they agree.
+# Written for a laptop with minikube and kubectl. The deploy targets (minikube-deploy,
+# rollout, smoke, undeploy) need only docker, minikube, kubectl, bash and coreutils: no
+# Python. The names are those in k8s/; tests/k8s checks they agree.
 MANIFEST := user_hasher.yaml
+# The fragments user_hasher.yaml joins, in file-name order (k8s/kustomization.yaml lists
+# the same, for `kubectl apply -k k8s/`). k8s/monitoring/ is not among them: it needs the
+# Prometheus Operator's CRDs, which a plain cluster lacks.
+FRAGMENTS := $(sort $(wildcard k8s/[0-9]*.yaml))
 K8S_NAMESPACE := user-hasher
 K8S_APP := user-hasher
 MINIKUBE_PROFILE ?= minikube
+# The minikube command. The cluster tests put a stand-in here (tests/support/minikube_stand_in.py).
+MINIKUBE ?= minikube
 # Every kubectl call names minikube's context, so these targets never touch whatever
 # cluster the current context happens to point at.
 KUBECTL := kubectl --context $(MINIKUBE_PROFILE)
-# The only minikube-specific steps (start it, build the image inside it); all the rest is
-# plain kubectl. The cluster tests put a stand-in for exactly these steps here.
-MINIKUBE_STEPS ?= scripts/k8s/minikube_steps.sh
+# The only minikube-specific steps (start it, load the image into it); all the rest is
+# plain kubectl (scripts/k8s/deploy.sh).
+MINIKUBE_STEPS := MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) MINIKUBE="$(MINIKUBE)" scripts/k8s/minikube_steps.sh
 # A rollout is one step per replica (a pod start plus minReadySeconds); 300 s covers
 # several steps and a slow first image load, and a stuck rollout fails sooner anyway,
 # when it passes the Deployment's progressDeadlineSeconds.
@@ -151,28 +141,36 @@ DEPLOY_ENV := KUBE_CONTEXT=$(MINIKUBE_PROFILE) NAMESPACE=$(K8S_NAMESPACE) DEPLOY
 	MANIFEST=$(MANIFEST) ROLLOUT_TIMEOUT=$(ROLLOUT_TIMEOUT)
 CHECKOV_VENV := .venv-checkov
 
+# user_hasher.yaml as the fragments make it, on stdout.
+JOIN_FRAGMENTS := { echo '\# GENERATED by `make manifest`: the fragments k8s/[0-9]*.yaml joined; edit k8s/, not this file.'; \
+	for fragment in $(FRAGMENTS); do printf -- '---\n\# Source: %s\n' "$$fragment"; cat "$$fragment"; done; }
+
 .PHONY: manifest
-manifest: install ## Render user_hasher.yaml from k8s/ (commit both)
-	$(PY) -m scripts.k8s.render_manifest
+manifest: ## Write user_hasher.yaml: the k8s/ fragments joined (commit both)
+	@$(JOIN_FRAGMENTS) >$(MANIFEST).tmp && mv $(MANIFEST).tmp $(MANIFEST)
+	@echo "wrote $(MANIFEST) from $(words $(FRAGMENTS)) fragments of k8s/"
 
 .PHONY: manifest-check
-manifest-check: install ## Fail if user_hasher.yaml differs from what `make manifest` renders
-	$(PY) -m scripts.k8s.render_manifest --check
-	$(PY) scripts/k8s/render_prometheus_rules.py --check
+manifest-check: ## Fail if user_hasher.yaml differs from what `make manifest` writes (tests; not the deploy path)
+	@$(JOIN_FRAGMENTS) | diff -u $(MANIFEST) - \
+		|| { echo "$(MANIFEST) is out of date: run make manifest and commit it" >&2; exit 1; }
 
 .PHONY: rules
 rules: install ## Render k8s/monitoring/prometheusrule.yaml from the SLO spec k8s/monitoring/rules/spec.yaml
 	$(PY) scripts/k8s/render_prometheus_rules.py
 
+.PHONY: rules-check
+rules-check: install ## Fail if k8s/monitoring/prometheusrule.yaml differs from what `make rules` renders
+	$(PY) scripts/k8s/render_prometheus_rules.py --check
+
 .PHONY: minikube-deploy
-minikube-deploy: manifest-check ## Start minikube if needed, build the image in it, apply user_hasher.yaml with it, wait
-	MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) start
-	ref="$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image)" \
-		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh apply "$$ref"
+minikube-deploy: ## Start minikube if needed, build the image and load it into minikube, apply user_hasher.yaml with it, wait
+	$(MINIKUBE_STEPS) start
+	ref="$$($(MINIKUBE_STEPS) build-image)" && $(DEPLOY_ENV) scripts/k8s/deploy.sh apply "$$ref"
 
 .PHONY: rollout
-rollout: ## Rebuild the image in minikube and roll the Deployment to it (or restart it), wait; IMAGE_REF=ref: to that build
-	ref="$(or $(IMAGE_REF),$$(MINIKUBE_PROFILE=$(MINIKUBE_PROFILE) $(MINIKUBE_STEPS) build-image))" \
+rollout: ## Rebuild the image into minikube and roll the Deployment to it (or restart it), wait; IMAGE_REF=ref: to that build
+	ref="$(or $(IMAGE_REF),$$($(MINIKUBE_STEPS) build-image))" \
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh roll "$$ref"
 
 .PHONY: smoke
@@ -193,7 +191,7 @@ CHECK_RATE ?= 200
 CHECK_SECONDS ?= 75
 
 .PHONY: rollout-check
-rollout-check: install ## Load the Service by DNS name from a Job in the cluster during `kubectl rollout restart`; 0 failed or exit 1
+rollout-check: install ## Verification (needs the dev venv): load the Service from a Job in the cluster during `kubectl rollout restart`; 0 failed or exit 1
 	$(PY) -m rehearsal.rollout_check --context $(MINIKUBE_PROFILE) --namespace $(K8S_NAMESPACE) \
 		--deployment $(K8S_APP) --rate $(CHECK_RATE) --seconds $(CHECK_SECONDS)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Developer helper: build the image (`make image`) and run it in the foreground on
+# Developer helper: build the image (as `make image` does) and run it in the foreground on
 # 127.0.0.1:${PORT:-8000}, locked down the way a pod runs it. Ctrl-C stops it (it drains first).
 #
 # The salt comes from your environment and is passed by name only (`--env USER_SALT`), so its
@@ -11,8 +11,8 @@ cd "$(dirname "$0")"
 docker_cli=${DOCKER:-docker}
 port=${PORT:-8000}
 
-make --no-print-directory image
-image=$(make --no-print-directory -s image-ref)
+# Needs only docker and bash: the build script is the one `make image` runs.
+image=$(scripts/docker/build-image.sh)
 
 salt_args=()
 if [[ -n ${USER_SALT:-} ]]; then

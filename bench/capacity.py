@@ -9,6 +9,8 @@ Policy (the choices), then what follows from the measurements:
 - A pod runs at no more than OPERATING_SHARE of that capacity when the HPA is at its
   target, so it can absorb a surge of 1/OPERATING_SHARE while the HPA adds pods (its
   sync, metrics-server's scrape window, a pod start and minReadySeconds: tens of seconds).
+  A fifth, not more: it is also the pod's CPU request, which must fit a default minikube
+  (cluster fit, below).
 - CPU: limit one core (all one event loop can use; a lower limit would throttle the loop
   and show up as latency). Request what a pod uses at the operating point, and put the
   HPA's target at 100% of it: CPU use grows in step with the request rate, so the HPA
@@ -21,6 +23,13 @@ Policy (the choices), then what follows from the measurements:
   connections, where the probe waits behind every request queued on the one event loop.
   The Deployment's timeout is READINESS_TIMEOUT_SECONDS; the benchmark says whether it
   still covers what it measures.
+- Cluster fit: the smallest cluster the project is run on is a default `minikube start`.
+  Its CPU left after the control plane and the metrics-server addon (which the HPA needs)
+  must hold, at once, every pod a rollout step has: the HPA's minimum, the surge pod, and
+  the old pod still draining (a terminating pod keeps its request until it exits), plus
+  `make rollout-check`'s load Job. A pod that does not fit waits Pending and the rollout
+  stalls behind it. The load Job, a test client, requests little and may use an idle core
+  up to its limit. A production cluster keeps the same numbers; there the fit is trivial.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import math
 from dataclasses import asdict, dataclass
 
 P99_OBJECTIVE_MS = 50.0
-OPERATING_SHARE = 0.25
+OPERATING_SHARE = 0.2
 CPU_LIMIT_MILLICORES = 1000
 CPU_REQUEST_MILLICORES = round(OPERATING_SHARE * CPU_LIMIT_MILLICORES)
 HPA_TARGET_UTILIZATION_PERCENT = 100
@@ -37,6 +46,23 @@ MEMORY_LIMIT_MIB = 256
 MEMORY_REQUEST_HEADROOM = 1.5
 PROBE_TIMEOUT_MARGIN = 2
 READINESS_TIMEOUT_SECONDS = 5
+# A default `minikube start`: 2 CPUs; its control-plane pods request 750m of them
+# (kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler 100m, etcd 100m,
+# CoreDNS 100m), and the metrics-server addon 100m.
+MINIKUBE_CPU_MILLICORES = 2000
+MINIKUBE_CONTROL_PLANE_MILLICORES = 750
+MINIKUBE_METRICS_SERVER_MILLICORES = 100
+ROLLOUT_CHECK_CPU_REQUEST_MILLICORES = 100
+
+
+def minikube_spare_millicores(min_replicas: int, max_surge: int, pod_millicores: int) -> int:
+    """CPU a default minikube has left during a rollout step of the HPA's minimum under
+    `make rollout-check`'s load Job: the running pods, the surge pods and as many old pods
+    still draining; negative means a pod waits Pending."""
+    free = MINIKUBE_CPU_MILLICORES - MINIKUBE_CONTROL_PLANE_MILLICORES
+    free -= MINIKUBE_METRICS_SERVER_MILLICORES
+    pods = min_replicas + 2 * max_surge
+    return free - pods * pod_millicores - ROLLOUT_CHECK_CPU_REQUEST_MILLICORES
 
 
 @dataclass(frozen=True)

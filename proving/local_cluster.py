@@ -44,7 +44,7 @@ STOP_TIMEOUT_SECONDS = 300.0
 IMPORT_TIMEOUT_SECONDS = 600.0
 # A Make target (a build, an image import, a rollout of a few pods) on a busy machine.
 MAKE_TIMEOUT_SECONDS = 900.0
-# What the Makefile's deploy targets call instead of scripts/k8s/minikube_steps.sh here.
+# What the Makefile's deploy targets call instead of the minikube CLI here.
 MINIKUBE_STAND_IN = "python -m proving.minikube_stand_in"
 # Debian packages start-cluster.sh needs (its README), by one command each.
 REQUIRED_COMMANDS = {
@@ -185,7 +185,7 @@ class LocalCluster:
         self, target: str, check: bool = True, **variables: str
     ) -> subprocess.CompletedProcess[str]:
         """`make TARGET NAME=VALUE...` against this cluster, as a person runs it against
-        minikube, with only the minikube steps stood in for (minikube_stand_in.py). stdout and
+        minikube, with only the minikube CLI stood in for (minikube_stand_in.py). stdout and
         stderr together in .stdout; with check, a non-zero exit raises with its tail."""
         assignments = [f"{name}={value}" for name, value in variables.items()]
         result = subprocess.run(
@@ -193,7 +193,7 @@ class LocalCluster:
                 "make",
                 "--no-print-directory",
                 target,
-                f"MINIKUBE_STEPS={MINIKUBE_STAND_IN}",
+                f"MINIKUBE={MINIKUBE_STAND_IN}",
                 *assignments,
             ],
             cwd=REPO_ROOT,

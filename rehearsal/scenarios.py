@@ -136,7 +136,6 @@ def build_new_version(base_ref: str, app_version: str) -> str:
         subprocess.run(
             [DOCKER, "build", "--network=host", "--iidfile", str(id_file), "-"],
             input=f"FROM {base_ref}\nENV APP_VERSION={app_version}\n",
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
             capture_output=True,
             text=True,
             timeout=DOCKER_BUILD_TIMEOUT_SECONDS,

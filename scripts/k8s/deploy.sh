@@ -2,7 +2,7 @@
 # The kubectl half of `make minikube-deploy` and `make rollout`: puts one exact build on the
 # cluster and waits until it serves.
 #   deploy.sh apply IMAGE_REF   apply user_hasher.yaml with the Deployment's image set to
-#                               IMAGE_REF (a re-apply changes nothing else), then wait
+#                               IMAGE_REF (a re-apply changes nothing), then wait
 #   deploy.sh roll IMAGE_REF    roll the Deployment to IMAGE_REF, or restart its pods when
 #                               IMAGE_REF runs already, then wait
 # Env (the Makefile sets them): KUBE_CONTEXT, NAMESPACE, DEPLOYMENT, MANIFEST, ROLLOUT_TIMEOUT.
@@ -45,23 +45,15 @@ wait_until_served() {
 
 case $action in
   apply)
-    # The manifest as committed, with only the image replaced, through kubectl's built-in
-    # kustomize: every other field is exactly what user_hasher.yaml says.
-    workdir=$(mktemp -d)
-    trap 'rm -rf "$workdir"' EXIT
-    cp "$MANIFEST" "$workdir/manifest.yaml"
-    cat >"$workdir/kustomization.yaml" <<KUSTOMIZATION
-resources: [manifest.yaml]
-images: [{name: "${image_ref%:*}", newTag: "${image_ref##*:}"}]
-sortOptions: {order: fifo}
-KUSTOMIZATION
-    # `kubectl apply -k` would log a note about sortOptions, which keeps the manifest's
-    # order (the NetworkPolicy before any pod); building first and applying is silent.
-    "${kubectl[@]}" kustomize "$workdir" | "${kubectl[@]}" apply -f -
-    if [[ $(running_image) != "$image_ref" ]]; then
-      echo "deploy: $MANIFEST names no image ${image_ref%:*} to replace with $image_ref" >&2
+    # The manifest as committed, with only the Deployment's image line replaced, in one
+    # `kubectl apply`: every other field is exactly what user_hasher.yaml says, and the
+    # replica count stays the HPA's (the Deployment sets none).
+    image_line="^([[:space:]]+image: )${image_ref%:*}:[^[:space:]]+\$"
+    if [[ $(grep -c -E "$image_line" "$MANIFEST") != 1 ]]; then
+      echo "deploy: $MANIFEST has no single image line for ${image_ref%:*} to point at $image_ref" >&2
       exit 1
     fi
+    sed -E "s#$image_line#\\1$image_ref#" "$MANIFEST" | "${kubectl[@]}" apply -f -
     wait_until_served
     ;;
   roll)

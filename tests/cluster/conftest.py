@@ -3,14 +3,17 @@
 - `cluster` (session): a real single-node Kubernetes from ../shared/kube (or $KUBE_BUNDLE),
   started once with NetworkPolicy enforced (KC_NETPOL=1), so everything runs under the
   policy as on a cluster with a policy engine; the image `make image` builds is in its
-  containerd. Stopped at the end, and checked to have left nothing on the machine. In CI
-  (CI=true) a missing bundle or a failed start is a failure; elsewhere the tests skip loudly.
-- `app` (session): `make minikube-deploy` run once, for real, with only the minikube steps
+  containerd. Its node is as full as a default minikube's: what minikube's control plane
+  requests is reserved, and a stand-in for the metrics-server addon requests what it does.
+  Stopped at the end, and checked to have left nothing on the machine. In CI (CI=true)
+  a missing bundle or a failed start is a failure; elsewhere the tests skip loudly.
+- `app` (session): `make minikube-deploy` run once, for real, with only the minikube CLI
   stood in for (proving/minikube_stand_in.py); `steady` waits until it serves again.
 - `run_make(...)`: any Make target against the cluster, the same way.
 
 The modules run in MODULE_ORDER: they share one cluster and follow one deploy's life, from a
-fresh cluster (admission) to `make undeploy`. Each test leaves the app steady for the next.
+fresh cluster (admission) to `make undeploy`, then the operator's path on the emptied
+cluster (test_operator_path.py). Each test leaves the app steady for the next.
 Numbers worth reading (timings, measurements) are printed at the end of the run.
 """
 
@@ -70,9 +73,31 @@ MODULE_ORDER = [
     "test_rehearsal.py",
     "test_rollout_check.py",
     "test_undeploy.py",
+    "test_operator_path.py",
 ]
 # Back to 3 ready pods of one revision after a test disturbed them: a rollout of 3 steps.
 STEADY_TIMEOUT_SECONDS = 240
+# What a default `minikube start` leaves for pods (../shared/kube/README.md): its control
+# plane's requests (this bundle runs its own outside pods) reserved on the node.
+MINIKUBE_SYSTEM_RESERVED = "cpu=700m,memory=170Mi"
+# The metrics-server addon (README has users enable it for the HPA) as far as the scheduler
+# sees it: a pod requesting what the addon requests. It serves no metrics.
+METRICS_SERVER_STAND_IN = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: metrics-server-stand-in, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: metrics-server-stand-in}}
+  template:
+    metadata: {labels: {app: metrics-server-stand-in}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+        - name: pause
+          image: localhost/pause:local
+          imagePullPolicy: Never
+          resources: {requests: {cpu: 100m, memory: 200Mi}}
+"""
 
 _numbers: list[str] = []
 
@@ -127,12 +152,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     log = tmp_path_factory.mktemp("cluster") / "start-cluster.log"
     started = time.monotonic()
     try:
-        cluster = LocalCluster.start(images=[image.ref], netpol=True, log=log)
+        with pytest.MonkeyPatch.context() as settings:
+            settings.setenv("KC_SYSTEM_RESERVED", MINIKUBE_SYSTEM_RESERVED)
+            cluster = LocalCluster.start(images=[image.ref], netpol=True, log=log)
     except (ClusterError, subprocess.TimeoutExpired) as error:
         pytest.fail(f"the local cluster did not start: {error}", pytrace=False)
     start_seconds = time.monotonic() - started
     report(f"cluster start (NetworkPolicy on, {image.ref} imported): {start_seconds:.1f} s")
     try:
+        cluster.kubectl("apply", "-f", "-", input=METRICS_SERVER_STAND_IN)
+        cluster.kubectl(
+            *["--namespace", "kube-system", "rollout", "status"],
+            *["deployment/metrics-server-stand-in", "--timeout=120s"],
+            timeout=180,
+        )
+        (node,) = cluster.get_json("nodes")["items"]
+        report(
+            f"node as a default minikube's: allocatable cpu {node['status']['allocatable']['cpu']}"
+            f" of {node['status']['capacity']['cpu']}; metrics-server stand-in (100m) running"
+        )
         # user_hasher.yaml as committed names the release tag; let it name this build.
         cluster.tag_image(image.ref, f"{APP}:{package_version()}")
         yield cluster
@@ -147,7 +185,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def run_make(cluster: LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
     """run_make("rollout", VCS_REF="x"): the real Make target against the local cluster,
-    the minikube steps stood in for; stdout and stderr together in .stdout."""
+    the minikube CLI stood in for; stdout and stderr together in .stdout."""
 
     def run(target: str, **variables: str) -> subprocess.CompletedProcess[str]:
         try:

@@ -1,7 +1,6 @@
 """The built image itself: metadata, contents and what it must never carry."""
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -78,7 +77,6 @@ def plain_build(tmp_path: Path, *build_args: str) -> subprocess.CompletedProcess
     return subprocess.run(
         [DOCKER, "build", "--network=host", "--iidfile", str(iid), *args, *build_args, "."],
         cwd=REPO_ROOT,
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_SECONDS,

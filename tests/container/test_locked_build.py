@@ -5,7 +5,6 @@ must stop at the dependency install and name the package. It fails within second
 stage's first layers come from the cache and pip refuses the lock before anything is installed.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -55,7 +54,6 @@ def test_the_image_build_refuses_a_lock_it_cannot_verify(
     result = subprocess.run(
         # --force-rm: the failed step's container goes too; nothing is tagged.
         [DOCKER, "build", "--network=host", "--force-rm", *local_base_args(), str(tmp_path)],
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_SECONDS,

@@ -1,8 +1,7 @@
 """checkov over user_hasher.yaml: no failed check, and each skipped one carries its reason
 beside the resource (a `checkov.io/skipN: CHECK=reason` annotation).
 
-It scans the rendered manifest, not the k8s/ fragments: the namespace and the image tag
-reach the objects only through k8s/kustomization.yaml."""
+It scans user_hasher.yaml, the k8s/ fragments joined, as `kubectl apply -f` would take it."""
 
 import json
 import subprocess

@@ -1,8 +1,10 @@
 """The minikube side of the Makefile, as far as it can be exercised without a cluster (the
-live cluster runs the targets for real: tests/cluster): its names agree with the manifests,
-minikube is called only from scripts/k8s/minikube_steps.sh, that script does what it says,
-and `make smoke`'s port-forward wrapper finds the forwarded port, runs the smoke test
-through it and always stops the forward.
+live cluster runs the targets for real, with only the operator's tools on PATH:
+tests/cluster/test_operator_path.py): its names agree with the manifests, minikube is called
+only from scripts/k8s/minikube_steps.sh, that script does what it says, the deploy path runs
+no make and no Python, build_and_run.sh needs only docker and bash, and `make smoke`'s
+port-forward wrapper finds the forwarded port, runs the smoke test through it and always
+stops the forward.
 
 There is no minikube here, so `minikube` and `kubectl` are stand-ins on PATH: one records
 its calls, the other does what `kubectl port-forward` does (listens on a free port, prints
@@ -10,6 +12,7 @@ kubectl's line, proxies)."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from proving.manifests import REPO, Doc, only
+from proving.minikube_stand_in import operator_path
+from proving.service import answers_ready, free_port, http_get
 from proving.waiting import wait_until
-from tests.support.needs import require_docker_engine
+from tests.support.needs import require_docker_engine, require_tool
 
 PORT_FORWARD_SMOKE = REPO / "scripts/k8s/port_forward_smoke.sh"
 MINIKUBE_STEPS = REPO / "scripts/k8s/minikube_steps.sh"
@@ -133,7 +138,6 @@ FAKE_MINIKUBE = textwrap.dedent(
     echo "$*" >>"$RECORD"
     case $* in
       *status*) exit 7 ;;
-      *docker-env*) echo 'export MINIKUBE_ACTIVE_DOCKERD=minikube' ;;
     esac
     """
 )
@@ -159,21 +163,55 @@ def run_minikube_steps(tmp_path: Path, command: str) -> subprocess.CompletedProc
     )
 
 
-def test_the_minikube_steps_are_the_only_minikube_calls() -> None:
-    """The deploy targets reach minikube only through MINIKUBE_STEPS, which the cluster
-    tests replace; every other step is kubectl."""
-    assert make_variable("MINIKUBE_STEPS") == "scripts/k8s/minikube_steps.sh"
-    dry_run = subprocess.run(
-        ["make", "-n", "minikube-deploy", "rollout", "MINIKUBE_STEPS=stand-in"],
+def dry_run(*targets: str) -> str:
+    result = subprocess.run(
+        ["make", "-n", *targets, "MINIKUBE=stand-in"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert dry_run.returncode == 0, dry_run.stderr
-    assert "stand-in start" in dry_run.stdout
-    assert "stand-in build-image" in dry_run.stdout
-    assert not re.search(r"\bminikube (-p|status|start|docker-env)", dry_run.stdout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_minikube_steps_are_the_only_minikube_calls() -> None:
+    """The deploy targets reach minikube only through scripts/k8s/minikube_steps.sh, with
+    the command MINIKUBE names (the cluster tests put a stand-in there); every other step
+    is kubectl."""
+    assert make_variable("MINIKUBE") == "minikube"
+    commands = dry_run("minikube-deploy", "rollout")
+    assert 'MINIKUBE="stand-in" scripts/k8s/minikube_steps.sh start' in commands
+    assert 'MINIKUBE="stand-in" scripts/k8s/minikube_steps.sh build-image' in commands
+    assert not re.search(r"\bminikube (-p|status|start|image|docker-env)", commands)
+
+
+def command_lines(script: Path) -> list[str]:
+    return [
+        line
+        for line in script.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_deploy_path_runs_no_make_and_no_python() -> None:
+    """What an operator runs needs docker, minikube, kubectl, bash and coreutils only: no
+    recipe of the deploy targets calls make again or the venv, and no script they run (or
+    build_and_run.sh) calls make or Python. tests/cluster/test_operator_path.py runs them
+    with nothing else on PATH."""
+    commands = dry_run("minikube-deploy", "rollout", "smoke", "undeploy")
+    assert not re.search(r"\b(make|python3?)\b|\.venv", commands), commands
+    scripts = [
+        *sorted((REPO / "scripts/k8s").glob("*.sh")),
+        REPO / "scripts/docker/build-image.sh",
+        REPO / "scripts/smoke.sh",
+        REPO / "build_and_run.sh",
+    ]
+    for script in scripts:
+        for line in command_lines(script):
+            assert not re.search(r"(^|[;&|]\s*|\$\(\s*)(make|python3?)\b", line.strip()), (
+                f"{script.name}: {line.strip()}"
+            )
 
 
 def test_minikube_steps_start_starts_a_stopped_profile(tmp_path: Path) -> None:
@@ -186,10 +224,52 @@ def test_minikube_steps_start_starts_a_stopped_profile(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
-def test_minikube_steps_build_image_prints_only_the_unique_reference(tmp_path: Path) -> None:
+def test_minikube_steps_build_image_loads_it_and_prints_only_its_reference(
+    tmp_path: Path,
+) -> None:
     require_docker_engine()
     result = run_minikube_steps(tmp_path, "build-image")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "minikube-record").read_text().splitlines() == ["-p demo docker-env"]
+    ref = result.stdout.strip()
     assert re.fullmatch(r"user-hasher:\d+\.\d+\.\d+-[0-9a-f]{12}\n", result.stdout)
-    assert "image: built" in result.stderr
+    assert (tmp_path / "minikube-record").read_text().splitlines() == [f"-p demo image load {ref}"]
+    assert f"image: built {ref}" in result.stderr
+
+
+def test_make_and_the_build_script_name_the_same_local_base() -> None:
+    script = (REPO / "scripts/docker/build-image.sh").read_text()
+    assert f"LOCAL_BASE_IMAGE:-{make_variable('LOCAL_BASE_IMAGE')}}}" in script
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_build_and_run_needs_only_docker_and_bash(tmp_path: Path) -> None:
+    """build_and_run.sh with an operator's PATH minus make (and no Python on it): it builds,
+    serves the contract on 127.0.0.1:PORT, and stops on SIGTERM."""
+    require_tool("docker", "Debian package docker.io")
+    path = operator_path(tmp_path / "bin")
+    for tool in ("make", "kubectl", "minikube"):
+        (tmp_path / "bin" / tool).unlink()
+    port = free_port()
+    env = {**os.environ, "PATH": path, "PORT": str(port), "USER_SALT": "TESTSALT"}
+    with subprocess.Popen(
+        [str(REPO / "build_and_run.sh")],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            served = wait_until(
+                lambda: process.poll() is not None or answers_ready(port), timeout=600, interval=0.5
+            )
+            assert served, "build_and_run.sh did not serve within 600 s"
+            assert process.poll() is None, "build_and_run.sh exited"
+            status, _, body = http_get(port, "/user_hash?user_id=TESTUSERID")
+            assert (status, body) == (200, b'"9f1021612c2a810d26472a66e4064f6608d52fd3"')
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=120)
+    assert "build_and_run: serving user-hasher:" in output, output[-3000:]
+    assert process.returncode == 0, output[-3000:]

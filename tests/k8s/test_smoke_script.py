@@ -18,7 +18,13 @@ from proving.service import free_port
 from tests.support.needs import require_tool
 
 SMOKE = REPO / "scripts/smoke.sh"
-SHELL_SCRIPTS = [SMOKE, REPO / "scripts/k8s/port_forward_smoke.sh"]
+# The operator's path: what the deploy targets and build_and_run.sh run.
+SHELL_SCRIPTS = [
+    SMOKE,
+    *sorted((REPO / "scripts/k8s").glob("*.sh")),
+    REPO / "scripts/docker/build-image.sh",
+    REPO / "build_and_run.sh",
+]
 # The script's curl calls are bounded at 10 s each; three of them, and then some.
 SMOKE_TIMEOUT_SECONDS = 60
 CLUSTER_ENV = {"USER_SALT": CONTRACT_SALT, "POD_IP": "10.244.0.7", "NODE_IP": "192.168.49.2"}
