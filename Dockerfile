@@ -1,10 +1,10 @@
 # user_hasher image. `docker build -t user-hasher .` works as is; `make image` adds the OCI
-# labels below and a unique tag per build (README, "Container"). Run it as
+# labels below and a unique tag per build (docs/design.md, "The container"). Run it as
 # `docker run -e USER_SALT ... IMAGE`. No salt is ever built in.
 #
 # Both stages use the same base so the venv's interpreter symlink resolves in the runtime stage.
 # Where Docker Hub is unreachable (CI here), `make base-image` builds a local Debian base and
-# `make image` passes it instead (see README "Container").
+# `make image` passes it instead (docs/design.md, "The container").
 ARG BASE_IMAGE=python:3.11.16-slim-bookworm
 
 # --- builder: a venv with the pinned runtime dependencies and the package, nothing else ---
@@ -55,7 +55,7 @@ RUN python3 -m pip --python /tmp/build-venv/bin/python wheel --no-deps --no-buil
 FROM ${BASE_IMAGE}
 
 # Standard-library bytecode: the official python images delete every .pyc, and without them
-# each start compiles the stdlib in memory (read-only root), which slows every start (README,
+# each start compiles the stdlib in memory (read-only root), which slows every start (docs/design.md,
 # "Container"). On a base that ships them (Debian's) this writes nothing: up-to-date files
 # are skipped.
 RUN python3 -c 'import compileall, re, sys, sysconfig; sys.exit(not compileall.compile_dir( \

@@ -1,4 +1,4 @@
-"""Pod sizing from the benchmark's measurements: README's Capacity section explains it and
+"""Pod sizing from the benchmark's measurements: docs/capacity.md explains it and
 k8s/50-deployment.yaml uses the resulting numbers; re-derive them on other hardware with
 `make bench`.
 

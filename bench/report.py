@@ -66,7 +66,7 @@ def print_report(summary: dict) -> None:
     for key, title in (("profile", "the shipped service"), ("profile_baseline", "the baseline")):
         if key in summary:
             print_profile(title, summary[key])
-    print("\npod sizing that follows (README, Capacity):")
+    print("\npod sizing that follows (docs/capacity.md):")
     for line in summary["capacity"]["lines"]:
         print(f"  {line}")
     print("\ngoals")

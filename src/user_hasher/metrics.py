@@ -25,7 +25,7 @@ from user_hasher.hashing import salt_fingerprint
 from user_hasher.settings import Settings
 
 # Upper bounds in seconds, from a request reaching the app to the end of its response.
-# An idle pod answers /user_hash within the first bucket (README, Capacity), the next
+# An idle pod answers /user_hash within the first bucket (docs/capacity.md), the next
 # ones resolve the queueing that comes first under load, 5 s is the scale of a stuck
 # pod, and anything slower only needs to be seen (+Inf).
 DURATION_BUCKETS_SECONDS = (

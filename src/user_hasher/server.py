@@ -32,7 +32,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.h11_max_incomplete_size = 16 * 1024
     # A connection with no request under way (idle keep-alive, or one that has not
     # finished sending its headers) is closed after this long: with the size above,
-    # what bounds the memory that open connections hold (README, Capacity).
+    # what bounds the memory that open connections hold (docs/capacity.md#sizing).
     config.keep_alive_timeout = 5
     return config
 

@@ -151,7 +151,7 @@ def test_observations_land_in_their_buckets_and_the_counter_follows() -> None:
     assert len(buckets) == 2 * (len(DURATION_BUCKETS_SECONDS) + 1)
 
 
-# The documented bounds (README, Metrics): dashboards and alerts are written against them.
+# The documented bounds (docs/design.md, Metrics): dashboards and alerts are written against them.
 DOCUMENTED_BUCKETS = (
     "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
     "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf",

@@ -36,7 +36,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.APP_REVISION == "unknown"
     assert settings.REQUIRE_SALT is False  # `make run` and the minikube flow need no salt
     assert (settings.POD_IP, settings.NODE_IP) == ("unknown", "unknown")
-    # The Deployment's grace period is sized from these two (README, How a pod shuts down).
+    # The Deployment's grace period is sized from these two (docs/design.md, How a pod shuts down).
     assert (settings.DRAIN_SECONDS, settings.GRACEFUL_TIMEOUT_SECONDS) == (5.0, 10.0)
     assert settings.LOG_LEVEL == "INFO"
     assert settings.SLOW_REQUEST_SECONDS == 0.25
