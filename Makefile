@@ -57,7 +57,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: lock
-lock: install ## Re-pin requirements/runtime.lock and dev.lock, with sha256 hashes, from pyproject.toml
+lock: install ## Re-pin requirements/runtime.lock, build.lock and dev.lock, with sha256 hashes
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux -q --generate-hashes \
 		--custom-compile-command "make lock" -o requirements/runtime.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux -q --generate-hashes \
@@ -70,7 +70,7 @@ bench: install ## Measure speed, memory and pod sizing side by side (wrk; ~6 min
 	$(PY) -m bench $(if $(BASELINE),--baseline $(BASELINE))
 
 .PHONY: mutation
-mutation: install ## Mutation-test src/ against the fast tests; fails under a 95% score (~2-3 min)
+mutation: install ## Mutation-test src/ against the fast tests; fails under a 95% score (~3-5 min)
 	$(PY) -m mutation
 
 # --- Container image ------------------------------------------------------------
@@ -178,7 +178,7 @@ smoke: ## Port-forward the minikube Service to localhost and run scripts/smoke.s
 	scripts/k8s/port_forward_smoke.sh $(MINIKUBE_PROFILE) $(K8S_NAMESPACE) $(K8S_APP)
 
 .PHONY: test-cluster
-test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make test` runs them too)
+test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make check` runs them too)
 	$(PY) -m pytest -m cluster
 
 .PHONY: rehearse
