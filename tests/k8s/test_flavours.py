@@ -118,6 +118,4 @@ def test_production_passes_every_semantic_check_with_the_provided_secret(
 def test_production_without_the_provided_secret_is_caught(
     production_docs: list[Doc], version: str
 ) -> None:
-    assert all_problems(production_docs, version) == [
-        "env USER_SALT: no Secret named 'user-salt'"
-    ]
+    assert all_problems(production_docs, version) == ["env USER_SALT: no Secret named 'user-salt'"]

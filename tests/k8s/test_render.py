@@ -5,7 +5,6 @@ the same objects; every object names
 its namespace and the common labels itself, and the image tag is the package version."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -19,7 +18,6 @@ from proving.manifests import (
     only,
     package_version,
 )
-
 from tests.k8s.flavours import BASE_DIR, DEV_DIR, kustomize
 
 HEADER = (
