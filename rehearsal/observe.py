@@ -30,11 +30,11 @@ FOLLOW_POLL_SECONDS = 0.5
 SCRAPE_TIMEOUT_SECONDS = 5.0
 
 
-def app_versions(metrics_text: str) -> list[str]:
-    """The app_version label(s) of user_hasher_build_info in a /metrics answer."""
+def build_info_labels(metrics_text: str, label: str) -> list[str]:
+    """The values of one label of user_hasher_build_info in a /metrics answer."""
     return sorted(
         {
-            sample.labels["app_version"]
+            sample.labels[label]
             for family in text_string_to_metric_families(metrics_text)
             for sample in family.samples
             if sample.name == "user_hasher_build_info"
@@ -42,12 +42,24 @@ def app_versions(metrics_text: str) -> list[str]:
     )
 
 
-def pod_version(pod_ip: str, port: int) -> list[str]:
-    """What the pod itself says it runs, from its /metrics (scraped from the node)."""
+def app_versions(metrics_text: str) -> list[str]:
+    """The app_version label(s) of user_hasher_build_info: the package version, which two
+    builds of one version share."""
+    return build_info_labels(metrics_text, "app_version")
+
+
+def revisions(metrics_text: str) -> list[str]:
+    """The revision label(s) of user_hasher_build_info: the build's own reference (the image
+    sets APP_REVISION to its commit), which tells two builds of one version apart."""
+    return build_info_labels(metrics_text, "revision")
+
+
+def pod_revision(pod_ip: str, port: int) -> list[str]:
+    """Which build the pod itself says it runs, from its /metrics (scraped from the node)."""
     status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
     if status != 200:
         raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {status}")
-    return app_versions(body.decode())
+    return revisions(body.decode())
 
 
 # --- Reading watch events ------------------------------------------------------------------

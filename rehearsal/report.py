@@ -53,6 +53,8 @@ class Scenario:
     event_start: float
     end: float
     events: list[Event] = field(default_factory=list)
+    # The builds the pods reported before and after the event: on the cluster, the revision
+    # label of user_hasher_build_info (two builds of one version differ there).
     versions_seen: list[str] = field(default_factory=list)
     # Per pod: seconds from its SIGTERM to its endpoint turning not ready (None: never
     # seen); how it was observed is the rehearsal's `not_ready_source`.
@@ -81,7 +83,7 @@ class Rehearsal:
     scenarios: list[Scenario] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
     # What the scenarios checked on the cluster itself (the PDB refused a second eviction,
-    # every pod reports the new version): gates like the others.
+    # every pod reports the new build's revision): gates like the others.
     checks: list[Gate] = field(default_factory=list)
 
 

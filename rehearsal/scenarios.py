@@ -43,7 +43,7 @@ from rehearsal.observe import (
     Observer,
     deletion_seen,
     endpoint_readiness,
-    pod_version,
+    pod_revision,
     restart_count,
     turned_not_ready,
 )
@@ -72,7 +72,7 @@ PDB_WAIT_SECONDS = 60.0
 # all, until it has recorded a failure.
 CONTROL_RESTARTS = 3
 PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
-NEW_VERSION_SUFFIX = "rehearsal"
+NEW_REVISION_SUFFIX = "rehearsal"
 DOCKER_BUILD_TIMEOUT_SECONDS = 300.0
 NOT_READY_SOURCE = (
     "SIGTERM: the container runtime's timestamp on the app's own 'draining' log line "
@@ -127,22 +127,23 @@ class App:
         )
 
 
-def build_new_version(base_ref: str, app_version: str) -> str:
-    """A new build of the running one that reports another version: its image plus
-    APP_VERSION, built by the local Docker engine; returns its unique reference
-    (NAME:APP_VERSION-<12 hex digits of its image ID>, as `make image` names builds)."""
+def build_new_revision(base_ref: str, revision: str) -> str:
+    """A second build of the running one, of the same package version, that reports another
+    revision: its image plus APP_REVISION, built by the local Docker engine (a real build with
+    an image ID of its own, as a new commit's would be); returns its unique reference
+    (NAME:<revision>-<12 hex digits of its image ID>)."""
     with tempfile.TemporaryDirectory() as scratch:
         id_file = Path(scratch) / "image.id"
         subprocess.run(
             [DOCKER, "build", "--network=host", "--iidfile", str(id_file), "-"],
-            input=f"FROM {base_ref}\nENV APP_VERSION={app_version}\n",
+            input=f"FROM {base_ref}\nENV APP_REVISION={revision}\n",
             capture_output=True,
             text=True,
             timeout=DOCKER_BUILD_TIMEOUT_SECONDS,
             check=True,
         )
         image_id = id_file.read_text().strip().removeprefix("sha256:")
-    ref = f"{base_ref.rsplit(':', 1)[0]}:{app_version}-{image_id[:12]}"
+    ref = f"{base_ref.rsplit(':', 1)[0]}:{revision}-{image_id[:12]}"
     subprocess.run([DOCKER, "tag", image_id, ref], capture_output=True, timeout=60, check=True)
     return ref
 
@@ -193,9 +194,9 @@ class Stage:
     def wait_gone(self, pods: set[str]) -> None:
         self.wait(lambda: pods.isdisjoint(self.observer.live_pods()), f"{sorted(pods)} gone")
 
-    def versions(self, pods: list[dict[str, Any]]) -> dict[str, list[str]]:
+    def revisions(self, pods: list[dict[str, Any]]) -> dict[str, list[str]]:
         return {
-            pod["metadata"]["name"]: pod_version(pod["status"]["podIP"], self.app.pod_port)
+            pod["metadata"]["name"]: pod_revision(pod["status"]["podIP"], self.app.pod_port)
             for pod in pods
         }
 
@@ -205,21 +206,21 @@ class Stage:
         self, name: str, role: Role, act: Callable[[list[dict[str, Any]]], None]
     ) -> dict[str, list[str]]:
         """Steady app, steady stretch, act(pods), until steady again; returns each pod's
-        version afterwards."""
+        revision afterwards."""
         start = self.rehearsal.scenarios[-1].end if self.rehearsal.scenarios else 0.0
         self.rehearsal.scenarios.append(Scenario(name, role, start, start, start))
         log(f"{self.run.elapsed():7.1f} s  --- {name} ({role})")
         before = self.wait_steady()
-        seen = set().union(*self.versions(before).values())
+        seen = set().union(*self.revisions(before).values())
         time.sleep(STEADY_SECONDS)
         self.current.event_start = self.run.elapsed()
         act(before)
         after = self.wait_steady()
-        versions = self.versions(after)
-        self.current.versions_seen = sorted(seen.union(*versions.values()))
+        revisions = self.revisions(after)
+        self.current.versions_seen = sorted(seen.union(*revisions.values()))
         self.current.end = self.run.elapsed()
         log(f"{self.current.end:7.1f} s  steady again")
-        return versions
+        return revisions
 
     # --- the events ------------------------------------------------------------------
 
@@ -408,11 +409,11 @@ def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         current_ref = app_container(
             cluster.get_json("deployment", app.deployment, "--namespace", app.namespace)
         )["image"]
-        (old_version,) = pod_version(pods[0]["status"]["podIP"], app.pod_port)
-        new_version = f"{old_version}-{NEW_VERSION_SUFFIX}"
-        new_ref = build_new_version(current_ref, new_version)
+        (old_revision,) = pod_revision(pods[0]["status"]["podIP"], app.pod_port)
+        new_revision = f"{old_revision}-{NEW_REVISION_SUFFIX}"
+        new_ref = build_new_revision(current_ref, new_revision)
         seconds = cluster.import_image(new_ref)
-        log(f"new build {new_ref} (APP_VERSION={new_version}) in the node in {seconds:.1f} s")
+        log(f"new build {new_ref} (APP_REVISION={new_revision}) in the node in {seconds:.1f} s")
 
         cluster_ip = cluster.get_json("service", app.service, "--namespace", app.namespace)["spec"][
             "clusterIP"
@@ -441,14 +442,14 @@ def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
             stage = Stage(cluster, app, observer, run, rehearsal, log_dir)
             log(f"load: {rate:,.0f} req/s open loop, both client kinds")
             stage.scenario("rollout restart", Role.ROLLOUT, stage.roll(current_ref, "restart"))
-            versions = stage.scenario(
-                "rollout new build", Role.ROLLOUT, stage.roll(new_ref, f"to {new_version}")
+            revisions = stage.scenario(
+                "rollout new build", Role.ROLLOUT, stage.roll(new_ref, f"to {new_revision}")
             )
             rehearsal.checks.append(
                 Gate(
-                    f"every pod reports {new_version} after the new build's rollout",
-                    all(found == [new_version] for found in versions.values()),
-                    f"/metrics app_version per pod: {versions}",
+                    f"every pod reports revision {new_revision} after the new build's rollout",
+                    all(found == [new_revision] for found in revisions.values()),
+                    f"/metrics build_info revision per pod: {revisions}",
                 )
             )
             stage.scenario("scale 3 -> 2", Role.DISRUPTION, stage.scale_down)

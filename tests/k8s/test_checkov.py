@@ -17,7 +17,7 @@ CHECKOV = REPO / ".venv-checkov/bin/checkov"
 INSTALL_TIMEOUT_SECONDS = 900
 # A scan of k8s/ takes ~5 s.
 SCAN_TIMEOUT_SECONDS = 300
-# Accepted findings (see the annotations in k8s/50-deployment.yaml).
+# Accepted findings (see the annotations in k8s/base/50-deployment.yaml).
 EXPECTED_SKIPS = {"CKV_K8S_15", "CKV_K8S_35", "CKV_K8S_43"}
 
 
