@@ -1,5 +1,5 @@
 """Pod sizing from the benchmark's measurements: docs/capacity.md explains it and
-k8s/50-deployment.yaml uses the resulting numbers; re-derive them on other hardware with
+k8s/base/50-deployment.yaml uses the resulting numbers; re-derive them on other hardware with
 `make bench`.
 
 Policy (the choices), then what follows from the measurements:

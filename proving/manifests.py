@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-FRAGMENTS_DIR = REPO / "k8s"
-MONITORING_DIR = FRAGMENTS_DIR / "monitoring"
+MONITORING_DIR = REPO / "k8s" / "monitoring"
 MANIFEST = REPO / "user_hasher.yaml"
 PYPROJECT = REPO / "pyproject.toml"
 

@@ -26,7 +26,7 @@ stop_forward() {
 trap stop_forward EXIT
 
 # Local port left empty: kubectl picks a free one. `:http` is the Service port named
-# http, so the port number lives only in k8s/40-service.yaml.
+# http, so the port number lives only in k8s/base/40-service.yaml.
 kubectl --context "$context" --namespace "$namespace" \
   port-forward --address 127.0.0.1 "service/$service" :http >"$forward_log" 2>&1 &
 forward_pid=$!

@@ -2,7 +2,7 @@
 (scripts/k8s/first_apply.sh, which docs/operating.md shows): the server-side dry run (which
 needs the namespace to exist first), admission with zero warnings, the apply, and `kubectl diff`
 empty after it; a weakened copy refused or warned by Pod Security admission, and refused by the
-script; `kubectl apply -k k8s/` gives the same objects.
+script; `kubectl apply -k k8s/dev` gives the same objects.
 
 The by-hand commands live in a script the test runs, rather than in a document the test
 parses: what an operator copies is the thing that was run."""
@@ -76,9 +76,9 @@ def test_first_apply_on_a_fresh_cluster(cluster: LocalCluster) -> None:
 
 
 def test_kustomize_applies_the_same_objects(cluster: LocalCluster) -> None:
-    """`kubectl apply -k k8s/` and user_hasher.yaml are the same objects, as the API server
-    sees them: after the apply above, a diff against k8s/ is empty too."""
-    diff = cluster.kubectl("diff", "-k", "k8s/", check=False)
+    """`kubectl apply -k k8s/dev` and user_hasher.yaml are the same objects, as the API server
+    sees them: after the apply above, a diff against k8s/dev is empty too."""
+    diff = cluster.kubectl("diff", "-k", "k8s/dev/", check=False)
     assert (diff.returncode, diff.stdout) == (0, ""), diff.stdout + diff.stderr
 
 
