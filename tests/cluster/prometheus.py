@@ -4,7 +4,9 @@ run against the local cluster with the project's scrape config, for the cluster 
 k8s/monitoring/prometheus/scrape-config.yaml is the config for clusters without the Prometheus
 Operator (docs/operating.md shows it to operators); the tests run exactly that file, adding
 only what a Prometheus outside the cluster needs to reach its API (address, CA, client
-certificate) and a 1 s interval.
+certificate) and a 1 s interval. It loads k8s/monitoring/prometheusrule.yaml's rule groups
+as the Operator would (evaluated every second), so the SLO rules and alerts run on the
+cluster's real series while the tests disturb the app.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from proving.local_cluster import LocalCluster
 from proving.manifests import REPO
 from proving.prometheus import PrometheusServer
+from tests.support.prometheus_rules import write_rule_file
 
 BUNDLE_ENV = "PROMETHEUS_BUNDLE"
 SCRAPE_CONFIG = REPO / "k8s" / "monitoring" / "prometheus" / "scrape-config.yaml"
@@ -54,7 +57,53 @@ class ClusterPrometheus(PrometheusServer):
                     "cert_file": str(cluster.pki / "admin.crt"),
                     "key_file": str(cluster.pki / "admin.key"),
                 }
+        config["rule_files"] = [str(write_rule_file(workdir))]
         super().__init__(binary, workdir, config)
 
     def active_targets(self) -> list[dict[str, Any]]:
         return self.api("targets", state="active")["activeTargets"]
+
+    def query_at(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """Instant query evaluated at epoch second `at` (a vector or a matrix)."""
+        data = self.api("query", query=expr, time=f"{at:.3f}")
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def rule_groups_loaded(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self.api("rules")["groups"]
+        return groups
+
+    def counted_between(
+        self, selector: str, windows: dict[str, tuple[float, float]], label: str
+    ) -> dict[str, dict[str, float]]:
+        """Per window, what the counters `selector` selects counted in it, summed by `label`:
+        from the raw samples, not increase(), which counts nothing for a series whose first
+        sample is already above 0 (the app creates a status class's series on its first
+        response of that class, and a pod scraped late has counted before its first scrape)."""
+        first = min(start for start, _ in windows.values())
+        last = max(end for _, end in windows.values())
+        reach = f"{int(last - first) + 120}s"  # back past the first window's start
+        series = self.query_at(f"{selector}[{reach}]", last)
+        counted: dict[str, dict[str, float]] = {name: {} for name in windows}
+        for item in series:
+            samples = [(float(t), float(v)) for t, v in item["values"]]
+            key = item["metric"].get(label, "")
+            for name, (start, end) in windows.items():
+                sums = counted[name]
+                sums[key] = sums.get(key, 0.0) + counted_in(samples, start, end)
+        return counted
+
+
+def counted_in(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """What a counter's samples say it counted in (start, end]: from its last sample at or
+    before `start` (0 when the series did not exist yet), a drop being a restart from 0."""
+    before = [value for at, value in samples if at <= start]
+    previous = before[-1] if before else 0.0
+    total = 0.0
+    for at, value in samples:
+        if start < at <= end:
+            total += value - previous if value >= previous else value
+            previous = value
+    return total

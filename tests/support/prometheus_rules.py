@@ -25,7 +25,21 @@ def rule_groups() -> list[dict[str, Any]]:
 
 def recorded_names() -> set[str]:
     """Every series the recording rules write (what a live check expects data for)."""
-    return {r["record"] for group in rule_groups() for r in group["rules"] if "record" in r}
+    return {record for record, _ in recording_rules()}
+
+
+def recording_rules() -> list[tuple[str, dict[str, str]]]:
+    """Each recording rule as (record, its labels): a selector its series must match."""
+    return [
+        (rule["record"], rule.get("labels", {}))
+        for group in rule_groups()
+        for rule in group["rules"]
+        if "record" in rule
+    ]
+
+
+def alert_names() -> set[str]:
+    return {r["alert"] for group in rule_groups() for r in group["rules"] if "alert" in r}
 
 
 def write_rule_file(directory: Path, evaluation_interval: str = "1s") -> Path:
