@@ -207,7 +207,7 @@ def test_the_slo_rules_saw_no_error_and_the_clients_lost_requests_the_pods_never
 
     # No alert fired during a gated scenario but the latency SLO's: on this shared 2-core
     # machine the load itself keeps several % of responses over 50 ms (reported below),
-    # which burns a 1 % budget at well over 6x, so those pages are right, and the pods'
+    # which burns a 1 % budget several times over, so those alerts are right, and the pods'
     # speed is not what the rehearsal proves. Every other alert is gated.
     firing = firing_in(prometheus, windows)
     latency_alerts = {a for a in alert_names() if a.startswith("UserHasherLatency")}
