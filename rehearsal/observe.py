@@ -13,6 +13,7 @@ import datetime
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from proving.steady import steady_pods
 # How often the log follower looks for containers it does not follow yet.
 FOLLOW_POLL_SECONDS = 0.5
 SCRAPE_TIMEOUT_SECONDS = 5.0
+SCRAPE_ATTEMPTS = 3
+SCRAPE_RETRY_SECONDS = 1.0
 
 
 def build_info_labels(metrics_text: str, label: str) -> list[str]:
@@ -55,8 +58,19 @@ def revisions(metrics_text: str) -> list[str]:
 
 
 def pod_revision(pod_ip: str, port: int) -> list[str]:
-    """Which build the pod itself says it runs, from its /metrics (scraped from the node)."""
-    status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
+    """Which build the pod itself says it runs, from its /metrics (scraped from the node).
+
+    A scrape that does not connect or answer in time is tried again, a bounded number of
+    times: a pod just restarted by a scenario (SIGKILL) on this shared machine has timed out
+    once, which is no evidence about the build it runs."""
+    for attempt in range(1, SCRAPE_ATTEMPTS + 1):
+        try:
+            status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
+            break
+        except OSError:  # TimeoutError and refused connections alike
+            if attempt == SCRAPE_ATTEMPTS:
+                raise
+            time.sleep(SCRAPE_RETRY_SECONDS)
     if status != 200:
         raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {status}")
     return revisions(body.decode())
