@@ -165,7 +165,8 @@ def run_minikube_steps(tmp_path: Path, command: str) -> subprocess.CompletedProc
 
 def dry_run(*targets: str) -> str:
     result = subprocess.run(
-        ["make", "-n", *targets, "MINIKUBE=stand-in"],
+        # --no-print-directory: under a parent make (make check) it would print where it runs.
+        ["make", "--no-print-directory", "-n", *targets, "MINIKUBE=stand-in"],
         cwd=REPO,
         capture_output=True,
         text=True,
