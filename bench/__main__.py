@@ -213,7 +213,12 @@ def parts(shipped_cpu_us: float, calls: int = 100_000) -> dict:
         await send({"type": "http.response.body", "body": b""})
 
     wrapped = wrap_app(
-        bare, routes={"/user_hash"}, lifecycle=Lifecycle(0), metrics=metrics, observers=()
+        bare,
+        routes={"/user_hash"},
+        lifecycle=Lifecycle(0),
+        metrics=metrics,
+        observers=(),
+        metrics_port=Settings().METRICS_PORT,
     )
     loop = asyncio.new_event_loop()
     try:
@@ -291,7 +296,7 @@ def metrics_render_ms(server: Server, scrapes: int = 20) -> tuple[float, int]:
     times, body = [], b""
     for _ in range(scrapes):
         started = time.perf_counter()
-        _, _, body = http_get(server.port, "/metrics")
+        _, _, body = http_get(server.metrics_port, "/metrics")
         times.append(time.perf_counter() - started)
     samples = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
     return statistics.median(times) * 1000, samples

@@ -31,10 +31,15 @@ class ServiceError(RuntimeError):
     """The process exited, or never got ready."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(other_than: int | None = None) -> int:
+    """A loopback port nothing listens on now; never `other_than` (a port just picked, not
+    yet bound, which the kernel may hand out again)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != other_than:
+            return port
 
 
 def http_get(
@@ -63,7 +68,8 @@ def answers_ready(port: int) -> bool:
 
 
 class ServiceProcess:
-    """Starts the service with the given env on 127.0.0.1 and a free port (or env's PORT).
+    """Starts the service with the given env on 127.0.0.1 and a free port (or env's PORT),
+    with /metrics on another free port (or env's METRICS_PORT).
 
     The caller's USER_SALT never leaks in from this process's environment: a test names the
     salt it means. `prefix` goes before the interpreter (e.g. `taskset -c 0`), `module`
@@ -81,13 +87,18 @@ class ServiceProcess:
         ready_target: str = "/readyz",
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
-        self.port = int(env["PORT"]) if env and "PORT" in env else free_port()
+        env = env or {}
+        self.port = int(env["PORT"]) if "PORT" in env else free_port()
+        self.metrics_port = (
+            int(env["METRICS_PORT"]) if "METRICS_PORT" in env else free_port(other_than=self.port)
+        )
         self.log_path = log_path
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "USER_SALT"},
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            **(env or {}),
+            "METRICS_PORT": str(self.metrics_port),
+            **env,
         }
         self.argv = [*prefix, sys.executable, *module]
         self.ready_target = ready_target

@@ -86,7 +86,7 @@ def _run_scenario(
         duration=STEADY_SECONDS + ENDPOINT_REMOVAL_SECONDS + 10,
         max_requests=int(rate * (STEADY_SECONDS + ENDPOINT_REMOVAL_SECONDS + 10)) + 1,
     )
-    versions = app_versions(http_get(service.port, "/metrics")[2].decode())
+    versions = app_versions(http_get(service.metrics_port, "/metrics")[2].decode())
     with LoadRun(target, plan, clock_origin=origin) as run:
         start = run.elapsed()
         time.sleep(STEADY_SECONDS)

@@ -57,22 +57,25 @@ def revisions(metrics_text: str) -> list[str]:
     return build_info_labels(metrics_text, "revision")
 
 
-def pod_revision(pod_ip: str, port: int) -> list[str]:
-    """Which build the pod itself says it runs, from its /metrics (scraped from the node).
+def pod_revision(pod_ip: str, metrics_port: int) -> list[str]:
+    """Which build the pod itself says it runs, from /metrics on its metrics port (scraped
+    from the node, which the NetworkPolicy always admits).
 
     A scrape that does not connect or answer in time is tried again, a bounded number of
     times: a pod just restarted by a scenario (SIGKILL) on this shared machine has timed out
     once, which is no evidence about the build it runs."""
     for attempt in range(1, SCRAPE_ATTEMPTS + 1):
         try:
-            status, _, body = http_get(port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip)
+            status, _, body = http_get(
+                metrics_port, "/metrics", SCRAPE_TIMEOUT_SECONDS, host=pod_ip
+            )
             break
         except OSError:  # TimeoutError and refused connections alike
             if attempt == SCRAPE_ATTEMPTS:
                 raise
             time.sleep(SCRAPE_RETRY_SECONDS)
     if status != 200:
-        raise RuntimeError(f"/metrics on {pod_ip}:{port} answered {status}")
+        raise RuntimeError(f"/metrics on {pod_ip}:{metrics_port} answered {status}")
     return revisions(body.decode())
 
 

@@ -9,10 +9,10 @@ that path: the only protection the clients get is Kubernetes' endpoint machinery
 app's drain. Both client kinds run at once, at a share of the saturation measured through
 the same ClusterIP.
 
-The load and the /metrics scrapes come from the node. The NetworkPolicy admits them on
-purpose: its one ingress rule opens the pods' `http` port to every source, which is what
-makes the Service usable at all (and the policy engine admits the node in any case, as it
-must for the kubelet's probes); every other port stays closed.
+The load and the /metrics scrapes come from the node. The NetworkPolicy admits the load on
+purpose: it opens the pods' `http` port to every source, which is what makes the Service
+usable at all; the `metrics` port it opens to the monitoring namespace only, and the policy
+engine admits the node in any case, as it must for the kubelet's probes.
 
 The scenarios run one after another, each from a steady app (its pods ready, one
 revision), a steady stretch, then its event, until the app is steady again; together they
@@ -95,7 +95,7 @@ class App:
     pod_selector: str
     service: str
     service_port: int
-    pod_port: int
+    metrics_port: int
     salt: str
 
     @classmethod
@@ -103,7 +103,7 @@ class App:
         docs = load_documents(path)
         deployment, service = only(docs, "Deployment"), only(docs, "Service")
         container = app_container(deployment)
-        (pod_port,) = (p["containerPort"] for p in container["ports"] if p["name"] == "http")
+        (metrics_port,) = (p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
         (service_port,) = (p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
         (salt_ref,) = (
             env["valueFrom"]["secretKeyRef"]
@@ -122,7 +122,7 @@ class App:
             pod_selector=",".join(f"{key}={value}" for key, value in labels.items()),
             service=service["metadata"]["name"],
             service_port=service_port,
-            pod_port=pod_port,
+            metrics_port=metrics_port,
             salt=secret_values(secret)[salt_ref["key"]],
         )
 
@@ -196,7 +196,7 @@ class Stage:
 
     def revisions(self, pods: list[dict[str, Any]]) -> dict[str, list[str]]:
         return {
-            pod["metadata"]["name"]: pod_revision(pod["status"]["podIP"], self.app.pod_port)
+            pod["metadata"]["name"]: pod_revision(pod["status"]["podIP"], self.app.metrics_port)
             for pod in pods
         }
 
@@ -409,7 +409,7 @@ def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         current_ref = app_container(
             cluster.get_json("deployment", app.deployment, "--namespace", app.namespace)
         )["image"]
-        (old_revision,) = pod_revision(pods[0]["status"]["podIP"], app.pod_port)
+        (old_revision,) = pod_revision(pods[0]["status"]["podIP"], app.metrics_port)
         new_revision = f"{old_revision}-{NEW_REVISION_SUFFIX}"
         new_ref = build_new_revision(current_ref, new_revision)
         seconds = cluster.import_image(new_ref)

@@ -1,7 +1,7 @@
 """Builds the service: the Quart app with its blueprints, error handlers and the state its
-handlers read, inside the ASGI layer (asgi.py) that serves /metrics, times every response
-and closes connections while the pod drains. Nothing is built at import: `__main__.py`
-calls `create_service` once.
+handlers read, inside the ASGI layer (asgi.py) that serves /metrics on its own port, times
+every response and closes connections while the pod drains. Nothing is built at import:
+`__main__.py` calls `create_service` once.
 """
 
 import logging
@@ -76,5 +76,6 @@ def create_service(
         lifecycle=lifecycle,
         metrics=metrics,
         observers=observers,
+        metrics_port=settings.METRICS_PORT,
     )
     return Service(asgi=asgi, quart=quart, lifecycle=lifecycle, metrics=metrics, settings=settings)

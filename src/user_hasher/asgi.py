@@ -1,8 +1,12 @@
 """The ASGI layer in front of the Quart app: what happens to every HTTP request outside
 Quart. One wrapper (`wrap_app`), its jobs each a function named for it:
 
-- `serve_metrics`: GET /metrics is answered here. A scrape is monitoring, not traffic, so
-  it never reaches Quart and is not timed, counted or access-logged.
+- `serve_metrics`: the metrics port (METRICS_PORT, a listener of its own) answers GET
+  /metrics here and nothing else (404 JSON for any other path). A scrape is monitoring, not
+  traffic, so it never reaches Quart and is not timed, counted or access-logged. The
+  service port does not serve /metrics: there it is a path like any unknown one (404).
+  Which port a request came in on is the listening socket's (`scope["server"]`), never a
+  header a client writes, so no request can pass for a scrape or the other way round.
 - `refuse_ambiguous_length`: a request with both Content-Length and Transfer-Encoding is
   refused (400) and its connection closed (RFC 9112, 6.3): a proxy in front may read its
   length the other way, and whatever follows it on the connection could be smuggled in.
@@ -49,17 +53,22 @@ def wrap_app(
     lifecycle: Lifecycle,
     metrics: Metrics,
     observers: Sequence[ResponseObserver],
+    metrics_port: int,
 ) -> ASGIApp:
     """`routes`: the app's route templates; all are static paths, so a request's route is
-    its path when the path is one of them."""
+    its path when the path is one of them. `metrics_port`: the listening port that serves
+    /metrics and only /metrics; every other port serves the app."""
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: startup and shutdown hooks
             await app(scope, receive, send)
             return
         path = scope["path"]
-        if path == METRICS_PATH:
-            await serve_metrics(scope, send, metrics, closing=lifecycle.draining)
+        if arrived_on(scope, metrics_port):
+            if path == METRICS_PATH:
+                await serve_metrics(scope, send, metrics, closing=lifecycle.draining)
+            else:
+                await _respond_error(send, 404, "not found", closing=lifecycle.draining)
             return
 
         started = time.perf_counter()
@@ -101,6 +110,13 @@ async def serve_metrics(scope: Scope, send: Send, metrics: Metrics, closing: boo
     body, headers = metrics.render(accepts)
     encoded = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     await _respond(send, 200, encoded, body, closing)
+
+
+def arrived_on(scope: Scope, port: int) -> bool:
+    """Whether the request came in on the listener bound to `port`. A server that names no
+    address (a Unix socket, a test client) is not that listener."""
+    server = scope.get("server")
+    return server is not None and server[1] == port
 
 
 def has_ambiguous_length(headers: Headers) -> bool:

@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.HOST}]" if ":" in settings.HOST else settings.HOST
-    config.bind = [f"{host}:{settings.PORT}"]
+    # Both listeners in one serve: they open together, and both stay open through the drain
+    # (Prometheus still scrapes a draining pod, so its last counts are not lost) and close
+    # together when it ends. asgi.py tells them apart by the port a request came in on.
+    config.bind = [f"{host}:{settings.PORT}", f"{host}:{settings.METRICS_PORT}"]
     config.graceful_timeout = settings.GRACEFUL_TIMEOUT_SECONDS
     config.accesslog = None  # logs.py writes its own, without the query string
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
 
     HOST: str = "0.0.0.0"  # a pod must listen on its own IP, not loopback
     PORT: int = Field(default=8000, ge=1, le=65535)
+    # /metrics is served here and only here, by the same process: the NetworkPolicy can then
+    # admit scrapes from the monitoring namespace alone while clients reach PORT from
+    # anywhere. 9797: in the range exporters use (9100-9999), and not Prometheus' own 9090,
+    # which a developer running Prometheus beside `make run` would already have taken.
+    METRICS_PORT: int = Field(default=9797, ge=1, le=65535)
     # On where a real salt must be served: the service then refuses to start with an empty
     # salt or the test salt. Declared before USER_SALT, whose check reads it.
     REQUIRE_SALT: bool = False
@@ -44,6 +49,13 @@ class Settings(BaseSettings):
     # A successful request is access-logged at INFO only when it took at least this long
     # (errors always are; LOG_LEVEL=DEBUG logs every request).
     SLOW_REQUEST_SECONDS: float = Field(default=0.25, ge=0, le=300)
+
+    @field_validator("METRICS_PORT")
+    @classmethod
+    def _metrics_on_a_port_of_its_own(cls, port: int, info: ValidationInfo) -> int:
+        if port == info.data.get("PORT"):
+            raise PydanticCustomError("port_shared", "must differ from PORT")
+        return port
 
     @field_validator("USER_SALT")
     @classmethod

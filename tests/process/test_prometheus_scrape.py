@@ -70,7 +70,7 @@ def scraped_service(
     service = start_service(USER_SALT=SALT, **IDENTITY_ENV)
     # The target labels Kubernetes service discovery would add (namespace, pod).
     target_labels = {"namespace": dashboard_variables()["namespace"], "pod": "user-hasher-test-0"}
-    static_target = {"targets": [f"127.0.0.1:{service.port}"], "labels": target_labels}
+    static_target = {"targets": [f"127.0.0.1:{service.metrics_port}"], "labels": target_labels}
     config = {
         # The SLO panels read recording rules, as they do where the PrometheusRule runs.
         "rule_files": [str(write_rule_file(tmp_path))],

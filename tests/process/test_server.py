@@ -72,7 +72,7 @@ def test_build_info_names_the_revision_and_the_fingerprint_of_the_salt_served(
     ]
     fingerprints = []
     for service, salt in zip(services, salts, strict=True):
-        text = scrape(service.port)
+        text = scrape(service.metrics_port)
         (labels,) = [dict(labels) for name, labels in samples(text) if name == BUILD_INFO]
         assert labels["revision"] == "0123abc-test"
         _, _, body = http_get(service.port, "/user_hash?user_id=__salt_fingerprint__")

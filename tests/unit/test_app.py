@@ -73,6 +73,17 @@ async def test_the_slow_request_threshold_comes_from_the_settings(
     assert access_lines(caplog) == [("INFO", "GET", "/user_hash", 200)]
 
 
+async def test_metrics_are_served_on_the_port_the_settings_name() -> None:
+    service = create_service(Settings(METRICS_PORT=9123))
+    transport = httpx.ASGITransport(app=service.asgi)
+    async with httpx.AsyncClient(transport=transport) as client:
+        on_the_setting = await client.get("http://test:9123/metrics")
+        on_the_default = await client.get("http://test:9797/metrics")
+    assert on_the_setting.status_code == 200
+    assert "user_hasher_build_info" in on_the_setting.text
+    assert on_the_default.status_code == 404
+
+
 async def test_a_given_metrics_registry_is_the_one_that_counts() -> None:
     settings = Settings()
     metrics = Metrics(settings)

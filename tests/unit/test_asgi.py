@@ -1,5 +1,6 @@
 """The ASGI layer in front of the Quart app, driven as ASGI: what each observer is
-told, /metrics, the refused ambiguous-length request, Connection: close while draining."""
+told, /metrics on the metrics port only (routing by the port a request came in on), the
+refused ambiguous-length request, Connection: close while draining."""
 
 import asyncio
 import json
@@ -8,14 +9,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.metrics_text import RESPONSES, by_response
+from tests.metrics_text import HASHES, RESPONSES, by_response, value
 from user_hasher.app import Service, create_app, create_service
-from user_hasher.asgi import ASGIApp, Message, Receive, Scope, Send, wrap_app
+from user_hasher.asgi import ASGIApp, Message, Receive, Scope, Send, arrived_on, wrap_app
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.metrics import Metrics
 from user_hasher.settings import Settings
 
 Observed = tuple[str, str, int]  # method, route, status
+SERVICE_PORT = Settings().PORT
+METRICS_PORT = Settings().METRICS_PORT
 
 
 class Recorder:
@@ -37,6 +40,7 @@ def wrapped(app: ASGIApp, recorder: Recorder, lifecycle: Lifecycle | None = None
         lifecycle=lifecycle or Lifecycle(drain_seconds=0),
         metrics=Metrics(Settings()),
         observers=[recorder],
+        metrics_port=METRICS_PORT,
     )
 
 
@@ -49,7 +53,11 @@ def answering(status: int, headers: list[tuple[bytes, bytes]] | None = None) -> 
 
 
 async def call(
-    app: ASGIApp, method: str = "GET", path: str = "/user_hash", headers: list | None = None
+    app: ASGIApp,
+    method: str = "GET",
+    path: str = "/user_hash",
+    headers: list | None = None,
+    port: int = SERVICE_PORT,
 ) -> list[Message]:
     sent: list[Message] = []
 
@@ -59,15 +67,34 @@ async def call(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "headers": headers or []}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": headers or [],
+        "server": ("10.244.0.7", port),
+    }
     await app(scope, receive, send)
     return sent
 
 
 @pytest.fixture
 async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    """Requests to the service port (httpx puts the URL's host and port in scope["server"])."""
     transport = httpx.ASGITransport(app=service.asgi)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=f"http://test:{SERVICE_PORT}"
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def metrics_client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    """Requests to the metrics port."""
+    transport = httpx.ASGITransport(app=service.asgi)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=f"http://test:{METRICS_PORT}"
+    ) as client:
         yield client
 
 
@@ -256,7 +283,7 @@ async def test_metrics_is_answered_unobserved_and_never_reaches_the_app() -> Non
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         reached.append(scope)
 
-    (start, body) = await call(wrapped(app, recorder), path="/metrics")
+    (start, body) = await call(wrapped(app, recorder), path="/metrics", port=METRICS_PORT)
     assert start["status"] == 200
     assert b"user_hasher_build_info" in body["body"]
     assert reached == []
@@ -282,7 +309,10 @@ async def test_metrics_headers_exactly(
     if draining:
         lifecycle.begin_shutdown("test")
     (start, body) = await call(
-        wrapped(answering(200), Recorder(), lifecycle), method=method, path="/metrics"
+        wrapped(answering(200), Recorder(), lifecycle),
+        method=method,
+        path="/metrics",
+        port=METRICS_PORT,
     )
     length = (b"content-length", str(len(body["body"])).encode())
     assert start["status"] == status
@@ -298,8 +328,8 @@ PROMETHEUS_ACCEPT = (
 
 
 @pytest.mark.parametrize("accept", [None, PROMETHEUS_ACCEPT, "text/plain", "garbage/;;"])
-async def test_metrics_answers_the_text_format(client: httpx.AsyncClient, accept) -> None:
-    response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+async def test_metrics_answers_the_text_format(metrics_client: httpx.AsyncClient, accept) -> None:
+    response = await metrics_client.get("/metrics", headers={"Accept": accept} if accept else {})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert int(response.headers["content-length"]) == len(response.content)
@@ -307,8 +337,10 @@ async def test_metrics_answers_the_text_format(client: httpx.AsyncClient, accept
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "BREW"])
-async def test_metrics_refuses_other_methods(client: httpx.AsyncClient, method: str) -> None:
-    response = await client.request(method, "/metrics")
+async def test_metrics_refuses_other_methods(
+    metrics_client: httpx.AsyncClient, method: str
+) -> None:
+    response = await metrics_client.request(method, "/metrics")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
     assert response.headers["content-type"] == "application/json"
@@ -316,11 +348,77 @@ async def test_metrics_refuses_other_methods(client: httpx.AsyncClient, method: 
 
 
 async def test_metrics_while_draining_closes_the_connection(
+    service: Service, metrics_client: httpx.AsyncClient
+) -> None:
+    assert "connection" not in (await metrics_client.get("/metrics")).headers
+    service.lifecycle.begin_shutdown("test")
+    # Still answered while the pod drains: Prometheus collects its last counts.
+    response = await metrics_client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "target", ["/user_hash?user_id=TESTUSERID", "/healthz", "/readyz", "/", "/metrics/", "/x"]
+)
+async def test_the_metrics_port_serves_nothing_but_metrics(
+    service: Service, metrics_client: httpx.AsyncClient, target: str
+) -> None:
+    service.lifecycle.mark_started()  # /readyz would answer 200 on the service port
+    response = await metrics_client.get(target)
+    assert (response.status_code, response.json()) == (404, {"error": "not found"})
+    assert response.headers["content-type"] == "application/json"
+    assert "connection" not in response.headers
+    # Neither a hash computed nor a response counted: the app never saw it.
+    text = service.metrics.render([])[0].decode()
+    assert by_response(text, RESPONSES) == {}
+    assert value(text, HASHES) == 0
+
+
+async def test_the_metrics_port_refuses_other_paths_without_reaching_the_app_or_observers() -> None:
+    recorder = Recorder()
+    reached: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope)
+
+    lifecycle = Lifecycle(drain_seconds=0)
+    lifecycle.begin_shutdown("test")
+    (start, body) = await call(wrapped(app, recorder, lifecycle), port=METRICS_PORT)
+    assert start["status"] == 404
+    assert start["headers"] == [_JSON, (b"content-length", b"22"), _CLOSE]
+    assert json.loads(body["body"]) == {"error": "not found"}
+    assert reached == []
+    assert recorder.calls == []
+
+
+async def test_the_service_port_does_not_serve_metrics(
     service: Service, client: httpx.AsyncClient
 ) -> None:
-    assert "connection" not in (await client.get("/metrics")).headers
-    service.lifecycle.begin_shutdown("test")
-    assert (await client.get("/metrics")).headers["connection"] == "close"
+    response = await client.get("/metrics")
+    assert (response.status_code, response.json()) == (404, {"error": "not found"})
+    # An unknown path there like any other: counted and logged as one.
+    text = service.metrics.render([])[0].decode()
+    assert by_response(text, RESPONSES) == {("GET", "unmatched", "4xx"): 1}
+    assert (await client.get("/user_hash", params={"user_id": "TESTUSERID"})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("server", "on_metrics_port"),
+    [
+        (("10.244.0.7", METRICS_PORT), True),
+        (("::", METRICS_PORT), True),
+        (("10.244.0.7", SERVICE_PORT), False),
+        (("10.244.0.7", METRICS_PORT + 1), False),
+        (None, False),  # ASGI: a Unix socket, or no address known
+    ],
+)
+def test_a_request_arrives_on_the_port_of_its_listener(server, on_metrics_port: bool) -> None:
+    assert arrived_on({"type": "http", "server": server}, METRICS_PORT) is on_metrics_port
+
+
+def test_a_scope_without_a_server_is_not_on_the_metrics_port() -> None:
+    assert arrived_on({"type": "http"}, METRICS_PORT) is False
 
 
 async def test_a_handler_exception_in_the_real_stack_is_a_json_500_counted_as_5xx() -> None:
@@ -338,6 +436,7 @@ async def test_a_handler_exception_in_the_real_stack_is_a_json_500_counted_as_5x
         lifecycle=lifecycle,
         metrics=metrics,
         observers=[metrics.observe_response],
+        metrics_port=METRICS_PORT,
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -62,7 +63,7 @@ def lifecycle_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | 
     return [
         (record.event, getattr(record, "reason", None))
         for record in caplog.records
-        if hasattr(record, "event")
+        if hasattr(record, "event") and record.name != "user_hasher.access"
     ]
 
 
@@ -79,21 +80,34 @@ async def test_sigterm_drains_and_a_second_signal_stops_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    port = free_port()
-    settings = Settings(HOST="127.0.0.1", PORT=port, USER_SALT=SecretStr(SALT), DRAIN_SECONDS=300)
+    port, metrics_port = free_port(), free_port()
+    settings = Settings(
+        HOST="127.0.0.1",
+        PORT=port,
+        METRICS_PORT=metrics_port,
+        USER_SALT=SecretStr(SALT),
+        DRAIN_SECONDS=300,
+    )
     service = create_service(settings)
     serving = asyncio.create_task(serve(service))
     try:
         # trust_env=False: no proxy from the environment between the test and loopback.
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", trust_env=False
-        ) as client:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{metrics_port}", trust_env=False
+            ) as metrics_client,
+        ):
             assert (await first_answer(client, serving)).status_code == 200
             # The app built before serving is out of the garbage collector's way.
             assert gc.get_freeze_count() > 1000
             response = await client.get("/user_hash", params={"user_id": "TESTUSERID"})
             assert response.content == CONTRACT_BODY
             assert "server" not in response.headers  # what runs here is nobody's business
+            # One process, two listeners, each serving only its own paths.
+            assert (await metrics_client.get("/metrics")).status_code == 200
+            assert (await metrics_client.get("/user_hash?user_id=x")).status_code == 404
+            assert (await client.get("/metrics")).status_code == 404
 
             # Delivered before kill() returns; the loop runs its handler a few turns later.
             os.kill(os.getpid(), signal.SIGTERM)
@@ -104,11 +118,19 @@ async def test_sigterm_drains_and_a_second_signal_stops_serving(
             response = await client.get("/readyz")
             assert (response.status_code, response.json()) == (503, {"status": "draining"})
             assert response.headers["connection"] == "close"
+            # Prometheus still scrapes a draining pod: the metrics listener is open too.
+            response = await metrics_client.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["connection"] == "close"
 
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.wait_for(serving, timeout=WAIT_SECONDS)
     finally:
         serving.cancel()
+    # Both listeners closed with the drain's end.
+    for closed_port in (port, metrics_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", closed_port), timeout=2).close()
     assert lifecycle_events(caplog) == [
         ("ready", None),
         ("draining", "SIGTERM"),
@@ -121,19 +143,19 @@ async def test_sigterm_drains_and_a_second_signal_stops_serving(
 @pytest.mark.parametrize(
     ("host", "bind"),
     [
-        ("0.0.0.0", "0.0.0.0:8000"),
-        ("127.0.0.1", "127.0.0.1:8000"),
-        ("::", "[::]:8000"),  # an IPv6 address needs brackets before the port
-        ("fe80::1", "[fe80::1]:8000"),
+        ("0.0.0.0", "0.0.0.0:{}"),
+        ("127.0.0.1", "127.0.0.1:{}"),
+        ("::", "[::]:{}"),  # an IPv6 address needs brackets before the port
+        ("fe80::1", "[fe80::1]:{}"),
     ],
 )
-def test_hypercorn_binds_the_host_and_port(host: str, bind: str) -> None:
-    assert hypercorn_config(Settings(HOST=host)).bind == [bind]
+def test_hypercorn_binds_the_host_on_the_service_and_the_metrics_port(host: str, bind: str) -> None:
+    assert hypercorn_config(Settings(HOST=host)).bind == [bind.format(8000), bind.format(9797)]
 
 
 def test_hypercorn_config_from_the_settings() -> None:
-    config = hypercorn_config(Settings(PORT=8123, GRACEFUL_TIMEOUT_SECONDS=7.5))
-    assert config.bind == ["0.0.0.0:8123"]
+    config = hypercorn_config(Settings(PORT=8123, METRICS_PORT=9123, GRACEFUL_TIMEOUT_SECONDS=7.5))
+    assert config.bind == ["0.0.0.0:8123", "0.0.0.0:9123"]
     assert config.graceful_timeout == 7.5
     # Hypercorn's own access log would write the query string, which holds the user id.
     assert config.accesslog is None

@@ -7,6 +7,7 @@ from user_hasher.settings import TEST_SALT, SettingsError, load_settings
 VARIABLES = (
     "HOST",
     "PORT",
+    "METRICS_PORT",
     "REQUIRE_SALT",
     "USER_SALT",
     "APP_VERSION",
@@ -30,6 +31,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_are_the_documented_ones() -> None:
     settings = load_settings()
     assert (settings.HOST, settings.PORT) == ("0.0.0.0", 8000)
+    assert settings.METRICS_PORT == 9797
     assert settings.USER_SALT.get_secret_value() == ""
     assert not settings.salt_is_set
     assert settings.APP_VERSION == __version__
@@ -54,6 +56,8 @@ def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("PORT", "1", 1),
         ("PORT", "65535", 65535),
+        ("METRICS_PORT", "1", 1),
+        ("METRICS_PORT", "65535", 65535),
         ("DRAIN_SECONDS", "0", 0.0),
         ("DRAIN_SECONDS", "300", 300.0),
         ("GRACEFUL_TIMEOUT_SECONDS", "0", 0.0),
@@ -81,6 +85,9 @@ def test_values_at_the_bounds_are_accepted(
         ("PORT", "0"),
         ("PORT", "65536"),
         ("PORT", "70000"),
+        ("METRICS_PORT", "0"),
+        ("METRICS_PORT", "65536"),
+        ("METRICS_PORT", "8000"),  # PORT's default: one listener cannot be both
         ("DRAIN_SECONDS", "-1"),
         ("DRAIN_SECONDS", "300.5"),
         ("GRACEFUL_TIMEOUT_SECONDS", "soon"),
@@ -113,6 +120,29 @@ def test_every_bad_variable_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch
     prefix, problems = str(caught.value).split(": ", 1)
     assert prefix == "invalid environment settings"
     assert [problem.split(": ")[0] for problem in problems.split("; ")] == ["PORT", "LOG_LEVEL"]
+
+
+@pytest.mark.parametrize(("port", "metrics_port"), [("9797", None), ("9100", "9100")])
+def test_the_metrics_port_must_differ_from_the_service_port(
+    monkeypatch: pytest.MonkeyPatch, port: str, metrics_port: str | None
+) -> None:
+    monkeypatch.setenv("PORT", port)
+    if metrics_port is not None:
+        monkeypatch.setenv("METRICS_PORT", metrics_port)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid environment settings: METRICS_PORT: must differ from PORT"
+    )
+
+
+def test_a_bad_service_port_is_not_also_reported_as_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORT", "0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "METRICS_PORT" not in str(caught.value)
 
 
 def test_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
