@@ -72,8 +72,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup. The files are
 # root-owned: the process cannot change its own code.
 USER 10001:10001
-# The app's default PORT (settings.py).
-EXPOSE 8000
+# The app's default PORT and METRICS_PORT (settings.py): the service, and /metrics.
+EXPOSE 8000 9797
 
 # Last, so a new commit (revision) rebuilds only this metadata, not the layers above.
 ARG BASE_IMAGE

@@ -112,6 +112,7 @@ def inspect_image(ref: str) -> dict[str, Any]:
 class Container:
     id: str
     port: int
+    metrics_port: int
     run_started: float = field(default_factory=time.monotonic)
     ready_seconds: float | None = None
 
@@ -130,6 +131,10 @@ class Container:
 
     def get(self, target: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
         return http_get(self.port, target, timeout=timeout)
+
+    def get_metrics(self, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+        """GET /metrics on the metrics port."""
+        return http_get(self.metrics_port, "/metrics", timeout=timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> Container:
         """Polls /readyz until 200; records the time since `docker run` started."""
@@ -170,20 +175,23 @@ def run_container(
     env: dict[str, str] | None = None,
     command: Sequence[str] = (),
 ) -> Container:
-    """`docker run -d` on the host network, serving on 127.0.0.1 and a free port.
+    """`docker run -d` on the host network, serving on 127.0.0.1 and a free port, /metrics on
+    another.
 
     `extra_args` go before the image (e.g. HARDENED_RUN_ARGS, or a Deployment's securityContext
     as docker flags); `env` adds `-e NAME=VALUE`; `command` goes after the image (arguments to
     the entrypoint). Not waited for: call `.wait_ready()`.
     """
     port = free_port()
+    metrics_port = free_port(other_than=port)
+    listen = {"HOST": "127.0.0.1", "PORT": str(port), "METRICS_PORT": str(metrics_port)}
     env_args = [
         arg
-        for name, value in {"HOST": "127.0.0.1", "PORT": str(port), **(env or {})}.items()
+        for name, value in {**listen, **(env or {})}.items()
         for arg in ("--env", f"{name}={value}")
     ]
     started = time.monotonic()
     container_id = docker(
         "run", "--detach", "--network=host", *env_args, *extra_args, image_ref, *command
     ).strip()
-    return Container(id=container_id, port=port, run_started=started)
+    return Container(id=container_id, port=port, metrics_port=metrics_port, run_started=started)

@@ -112,6 +112,10 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    @property
     def pid(self) -> int:
         return self._running().pid
 

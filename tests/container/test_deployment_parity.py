@@ -91,8 +91,9 @@ def deployment_container(
 ) -> Container:
     env = resolve_env(deployment_docs, FIELD_VALUES)
     # docker_support runs every container on a free loopback port (host network); the app's
-    # default PORT is the container port in the cluster (tests/k8s/test_semantics.py checks).
-    assert "PORT" not in env
+    # default PORT and METRICS_PORT are the container ports in the cluster
+    # (tests/k8s/test_semantics.py checks).
+    assert not {"PORT", "METRICS_PORT"} & set(env)
     deployment = only(deployment_docs, "Deployment")
     return start_container(*docker_run_args(deployment), **env)
 
@@ -135,7 +136,11 @@ def test_the_container_runs_as_the_deployment_says(deployment_container: Contain
 
 def test_smoke_passes_against_the_container(deployment_container: Container) -> None:
     result = subprocess.run(
-        [str(SMOKE), f"http://127.0.0.1:{deployment_container.port}"],
+        [
+            str(SMOKE),
+            f"http://127.0.0.1:{deployment_container.port}",
+            f"http://127.0.0.1:{deployment_container.metrics_port}",
+        ],
         capture_output=True,
         text=True,
         timeout=SMOKE_TIMEOUT_SECONDS,

@@ -49,7 +49,7 @@ def test_runs_python_as_pid_1_as_a_numeric_non_root_user(container_image: Image)
     assert config["Entrypoint"] == [VENV_PYTHON, "-m", "user_hasher"]
     assert not config["Cmd"]
     assert config["User"] == APP_USER
-    assert list(config["ExposedPorts"]) == ["8000/tcp"]
+    assert sorted(config["ExposedPorts"]) == ["8000/tcp", "9797/tcp"]
 
 
 def test_no_app_settings_in_env_and_the_version_in_oci_labels(container_image: Image) -> None:
@@ -58,7 +58,7 @@ def test_no_app_settings_in_env_and_the_version_in_oci_labels(container_image: I
     config = inspect_image(container_image.ref)["Config"]
     env = dict(item.split("=", 1) for item in config["Env"])
     labels = config["Labels"]
-    assert not {"APP_VERSION", "HOST", "PORT"} & set(env)
+    assert not {"APP_VERSION", "HOST", "PORT", "METRICS_PORT"} & set(env)
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert labels["org.opencontainers.image.version"] == package_version()
     head = subprocess.run(

@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from proving.contract import CONTRACT_BODY, CONTRACT_SALT, CONTRACT_TARGET
 from proving.docker import HARDENED_RUN_ARGS, Container, docker
 from proving.manifests import package_version
-from user_hasher.asgi import METRICS_PATH
 
 pytestmark = pytest.mark.docker
 
@@ -39,7 +38,7 @@ def test_contract_and_health_with_read_only_root_and_no_privileges(
 def test_metrics_answer_in_the_text_format(start_container: StartContainer) -> None:
     container = start_container(*HARDENED_RUN_ARGS, USER_SALT=CONTRACT_SALT)
     assert container.get(CONTRACT_TARGET)[0] == 200
-    status, headers, body = container.get(METRICS_PATH)
+    status, headers, body = container.get_metrics()
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     families = list(text_string_to_metric_families(body.decode()))
@@ -80,8 +79,9 @@ def test_writes_nothing_even_when_the_root_filesystem_is_writable(
     status = proc_status(container.host_pid())
     assert status["Uid"].split() == [APP_UID] * 4
     assert status["Gid"].split() == [APP_GID] * 4
-    for target in (CONTRACT_TARGET, "/healthz", "/readyz", METRICS_PATH, "/nope"):
+    for target in (CONTRACT_TARGET, "/healthz", "/readyz", "/nope"):
         container.get(target)
+    container.get_metrics()
     container.stop(STOP_GRACE_SECONDS)
     assert container.inspect()["State"]["ExitCode"] == 0
     # Bytecode, logs, temp files: anything the process wrote would show here.

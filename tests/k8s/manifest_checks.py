@@ -16,6 +16,7 @@ from proving.manifests import Doc, app_container, only, pod_spec, secret_values
 from user_hasher.settings import Settings
 
 NAMESPACE = "user-hasher"
+METRICS_PORT_NAME = "metrics"
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding"})
 
 # Kubernetes' own name rules (k8s.io/apimachinery/pkg/util/validation).
@@ -175,13 +176,67 @@ def check_ports(docs: list[Doc], version: str) -> list[str]:
         port = probe.get("httpGet", {}).get("port")
         if _container_port_number(port, container_ports) != listen_port:
             problems.append(f"{probe_name} port {port!r} is not the port the app listens on")
-    annotations = only(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
-    if (
-        "prometheus.io/port" in annotations
-        and int(annotations["prometheus.io/port"]) != listen_port
-    ):
-        problems.append("prometheus.io/port is not the port the app listens on")
     return problems
+
+
+def _metrics_listen_port(docs: list[Doc]) -> int:
+    """Where the app serves /metrics: the Deployment's METRICS_PORT, else the app's default."""
+    container = app_container(only(docs, "Deployment"))
+    listen = {v["name"]: v.get("value") for v in container.get("env", [])}.get("METRICS_PORT")
+    return int(listen) if listen is not None else Settings.model_fields["METRICS_PORT"].default
+
+
+def check_metrics_port(docs: list[Doc], version: str) -> list[str]:
+    """/metrics is on a container port of its own, named `metrics`, which the scrape
+    annotation names, the Service does not carry, and the NetworkPolicy admits only from
+    selected namespaces, while the `http` port stays open to every namespace."""
+    problems = []
+    container_ports = _container_ports(docs)
+    metrics_port = _metrics_listen_port(docs)
+    if _container_port_number(METRICS_PORT_NAME, container_ports) != metrics_port:
+        problems.append(
+            f"the app serves /metrics on {metrics_port}, which is not the container port"
+            f" named {METRICS_PORT_NAME!r}"
+        )
+    annotations = only(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+    if annotations.get("prometheus.io/port") != str(metrics_port):
+        problems.append(f"prometheus.io/port is not {metrics_port}, where /metrics is served")
+    for port in only(docs, "Service")["spec"]["ports"]:
+        target = port.get("targetPort", port.get("port"))
+        if _container_port_number(target, container_ports) == metrics_port:
+            problems.append(f"Service port {port.get('name')!r} exposes the metrics port")
+    open_to_all, open_to_selected = set(), set()
+    for rule in only(docs, "NetworkPolicy")["spec"].get("ingress") or []:
+        numbers = {
+            _container_port_number(port.get("port"), container_ports)
+            for port in rule.get("ports") or []
+        }
+        if not rule.get("ports"):
+            problems.append("a NetworkPolicy ingress rule admits every port")
+        sources = rule.get("from") or []
+        if not sources:
+            open_to_all |= numbers
+        elif all(_only_selected_namespaces(source) for source in sources):
+            open_to_selected |= numbers
+        else:
+            problems.append("a NetworkPolicy ingress rule admits sources other than namespaces")
+    listen_port = _container_port_number("http", container_ports)
+    if listen_port not in open_to_all:
+        problems.append("the NetworkPolicy does not admit the http port from every namespace")
+    if metrics_port in open_to_all:
+        problems.append("the NetworkPolicy admits the metrics port from every namespace")
+    elif metrics_port not in open_to_selected:
+        problems.append("the NetworkPolicy admits the metrics port from no namespace")
+    return problems
+
+
+def _only_selected_namespaces(source: Doc) -> bool:
+    """A `from` entry that selects namespaces by label and nothing else. An empty selector
+    would select every namespace."""
+    selector = source.get("namespaceSelector")
+    return set(source) == {"namespaceSelector"} and bool(
+        selector and (selector.get("matchLabels") or selector.get("matchExpressions"))
+    )
 
 
 def check_references(docs: list[Doc], version: str) -> list[str]:
@@ -283,21 +338,30 @@ def check_availability(docs: list[Doc], version: str) -> list[str]:
     return problems
 
 
-def check_service_monitor(docs: list[Doc], monitoring: list[Doc]) -> list[str]:
-    """The ServiceMonitor selects the Service and scrapes one of its named ports."""
+def check_pod_monitor(docs: list[Doc], monitoring: list[Doc]) -> list[str]:
+    """The PodMonitor selects the Deployment's pods, scrapes their `metrics` port and names
+    the job as the plain scrape config does (`user-hasher`: the alerts select on it)."""
     problems = []
-    service = only(docs, "Service")
-    monitor = only(monitoring, "ServiceMonitor")
-    if monitor["metadata"].get("namespace") != service["metadata"]["namespace"]:
-        problems.append("the ServiceMonitor is not in the Service's namespace")
-    if not selects(monitor["spec"].get("selector"), service["metadata"].get("labels") or {}):
-        problems.append("the ServiceMonitor selector does not select the Service")
-    port_names = {port.get("name") for port in service["spec"]["ports"]}
-    for endpoint in monitor["spec"].get("endpoints") or []:
-        if endpoint.get("port") not in port_names:
+    deployment = only(docs, "Deployment")
+    monitor = only(monitoring, "PodMonitor")
+    if monitor["metadata"].get("namespace") != deployment["metadata"]["namespace"]:
+        problems.append("the PodMonitor is not in the Deployment's namespace")
+    pod_labels = _pod_labels(docs)
+    if not selects(monitor["spec"].get("selector"), pod_labels):
+        problems.append("the PodMonitor selector does not select the Deployment's pods")
+    job_label = monitor["spec"].get("jobLabel")
+    if pod_labels.get(job_label) != deployment["metadata"]["name"]:
+        problems.append(f"the PodMonitor's jobLabel {job_label!r} does not make job user-hasher")
+    endpoints = monitor["spec"].get("podMetricsEndpoints") or []
+    if not endpoints:
+        problems.append("the PodMonitor scrapes no port")
+    for endpoint in endpoints:
+        if endpoint.get("port") != METRICS_PORT_NAME:
             problems.append(
-                f"ServiceMonitor endpoint port {endpoint.get('port')!r} is no Service port"
+                f"PodMonitor endpoint port {endpoint.get('port')!r} is not the metrics port"
             )
+        if endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"PodMonitor endpoint path {endpoint.get('path')!r} is not /metrics")
     return problems
 
 
@@ -306,6 +370,7 @@ CHECKS: tuple[Check, ...] = (
     check_namespace,
     check_selectors,
     check_ports,
+    check_metrics_port,
     check_references,
     check_shutdown_budget,
     check_version,

@@ -15,7 +15,7 @@ from proving.manifests import Doc
 OLDEST_KUBERNETES = "1.30"
 # Kinds without a bundled schema that are expected: the Prometheus Operator's CRDs.
 KNOWN_CUSTOM_KINDS = frozenset(
-    {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+    {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 )
 
 

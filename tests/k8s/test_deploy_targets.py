@@ -53,14 +53,16 @@ def test_makefile_names_match_the_manifests(manifest_docs: list[Doc]) -> None:
 FAKE_KUBECTL = textwrap.dedent(
     """\
     #!{python}
-    # Stand-in for `kubectl port-forward`: records its arguments and pid, then
-    # forwards a free local port to $TARGET_PORT like kubectl would.
+    # Stand-in for `kubectl port-forward`: records its pid and arguments (a line each), then
+    # forwards a free local port to $TARGET_PORT (`:http`) or $METRICS_TARGET_PORT
+    # (`:metrics`) like kubectl would.
     import os, socket, sys, threading
-    with open(os.environ["RECORD"], "w") as record:
+    with open(os.environ["RECORD"], "a") as record:
         record.write(f"{{os.getpid()}}\\n{{' '.join(sys.argv[1:])}}\\n")
-    if os.environ.get("FAIL"):
+    if os.environ.get("FAIL") == sys.argv[-1]:
         print('error: services "user-hasher" not found', file=sys.stderr)
         sys.exit(1)
+    target = os.environ["TARGET_PORT" if sys.argv[-1] == ":http" else "METRICS_TARGET_PORT"]
     listener = socket.create_server(("127.0.0.1", 0))
     print(f"Forwarding from 127.0.0.1:{{listener.getsockname()[1]}} -> 8000", flush=True)
 
@@ -75,7 +77,7 @@ FAKE_KUBECTL = textwrap.dedent(
 
     while True:
         client, _ = listener.accept()
-        upstream = socket.create_connection(("127.0.0.1", int(os.environ["TARGET_PORT"])))
+        upstream = socket.create_connection(("127.0.0.1", int(target)))
         threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
         threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
     """
@@ -113,22 +115,37 @@ def forwarder_gone(pid: int) -> bool:
 @pytest.mark.slow
 def test_make_smoke_forwards_runs_the_smoke_test_and_stops(start_service, tmp_path: Path) -> None:
     service = start_service(USER_SALT="TESTSALT", POD_IP="10.244.0.7", NODE_IP="192.168.49.2")
-    result = run_port_forward_smoke(tmp_path, TARGET_PORT=str(service.port))
+    result = run_port_forward_smoke(
+        tmp_path, TARGET_PORT=str(service.port), METRICS_TARGET_PORT=str(service.metrics_port)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "smoke: PASS http://127.0.0.1:" in result.stdout
+    assert "smoke: ok: /metrics is not served on the service port" in result.stdout
 
-    pid, args = (tmp_path / "kubectl-record").read_text().splitlines()
-    assert args == (
-        "--context minikube --namespace user-hasher port-forward --address 127.0.0.1 "
-        "service/user-hasher :http"
+    service_pid, service_args, metrics_pid, metrics_args = (
+        (tmp_path / "kubectl-record").read_text().splitlines()
     )
-    assert wait_until(lambda: forwarder_gone(int(pid)), timeout=10), "port-forward left running"
+    forward = "--context minikube --namespace user-hasher port-forward --address 127.0.0.1 "
+    assert service_args == forward + "service/user-hasher :http"
+    assert metrics_args == forward + "deployment/user-hasher :metrics"
+    for pid in (int(service_pid), int(metrics_pid)):
+        assert wait_until(lambda pid=pid: forwarder_gone(pid), timeout=10), "a forward left running"
 
 
-def test_make_smoke_fails_when_the_forward_fails(tmp_path: Path) -> None:
-    result = run_port_forward_smoke(tmp_path, FAIL="1")
+@pytest.mark.parametrize("failing", [":http", ":metrics"])
+def test_make_smoke_fails_when_a_forward_fails_and_stops_the_other(
+    tmp_path: Path, failing: str
+) -> None:
+    result = run_port_forward_smoke(
+        tmp_path, FAIL=failing, TARGET_PORT=str(free_port()), METRICS_TARGET_PORT="1"
+    )
     assert result.returncode == 1
     assert 'services "user-hasher" not found' in result.stderr
+    assert "smoke: PASS" not in result.stdout
+    pids = (tmp_path / "kubectl-record").read_text().splitlines()[::2]
+    assert len(pids) == (1 if failing == ":http" else 2)
+    for pid in map(int, pids):
+        assert wait_until(lambda pid=pid: forwarder_gone(pid), timeout=10), "a forward left running"
 
 
 FAKE_MINIKUBE = textwrap.dedent(

@@ -127,4 +127,4 @@ def test_the_image_tag_is_the_package_version(manifest_docs: list[Doc]) -> None:
 
 def test_monitoring_objects_stay_out_of_the_manifest(manifest_docs: list[Doc]) -> None:
     kinds = {doc["kind"] for doc in manifest_docs}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert not kinds & {"PodMonitor", "PrometheusRule"}

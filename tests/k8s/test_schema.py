@@ -28,7 +28,7 @@ def test_monitoring_objects_are_the_only_schemaless_kinds(
     problems, validated = schema_problems(monitoring_docs, kubernetes_version)
     assert problems == []
     assert validated == 0
-    assert sorted(doc["kind"] for doc in monitoring_docs) == ["PrometheusRule", "ServiceMonitor"]
+    assert sorted(doc["kind"] for doc in monitoring_docs) == ["PodMonitor", "PrometheusRule"]
 
 
 def test_an_unknown_kind_fails(manifest_docs: list[Doc]) -> None:

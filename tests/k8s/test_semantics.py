@@ -8,7 +8,7 @@ from proving.manifests import Doc, app_container, only, pod_spec
 from tests.k8s.manifest_checks import (
     CHECKS,
     all_problems,
-    check_service_monitor,
+    check_pod_monitor,
     is_valid_name,
     selects,
 )
@@ -16,22 +16,56 @@ from tests.k8s.manifest_checks import (
 
 def test_the_manifests_pass_every_check(manifest_docs: list[Doc], version: str) -> None:
     assert all_problems(manifest_docs, version) == []
-    assert len(CHECKS) == 9
+    assert len(CHECKS) == 10
 
 
-def test_the_service_monitor_scrapes_the_service(
+def test_the_pod_monitor_scrapes_the_metrics_port_of_the_pods(
     manifest_docs: list[Doc], monitoring_docs: list[Doc]
 ) -> None:
-    assert check_service_monitor(manifest_docs, monitoring_docs) == []
+    assert check_pod_monitor(manifest_docs, monitoring_docs) == []
 
 
-def test_a_service_monitor_on_the_wrong_port_is_caught(
-    manifest_docs: list[Doc], monitoring_docs: list[Doc]
+def _pod_monitor(docs: list[Doc]) -> Doc:
+    return only(docs, "PodMonitor")["spec"]
+
+
+POD_MONITOR_MUTATIONS: dict[str, tuple[Callable[[list[Doc]], None], str]] = {
+    "the service port": (
+        lambda docs: _pod_monitor(docs)["podMetricsEndpoints"][0].update(port="http"),
+        "PodMonitor endpoint port 'http' is not the metrics port",
+    ),
+    "another path": (
+        lambda docs: _pod_monitor(docs)["podMetricsEndpoints"][0].update(path="/stats"),
+        "PodMonitor endpoint path '/stats' is not /metrics",
+    ),
+    "no endpoint": (
+        lambda docs: _pod_monitor(docs).update(podMetricsEndpoints=[]),
+        "the PodMonitor scrapes no port",
+    ),
+    "other pods": (
+        lambda docs: _pod_monitor(docs)["selector"]["matchLabels"].update(
+            {"app.kubernetes.io/name": "other"}
+        ),
+        "the PodMonitor selector does not select the Deployment's pods",
+    ),
+    "job from another label": (
+        lambda docs: _pod_monitor(docs).update(jobLabel="app.kubernetes.io/component"),
+        "the PodMonitor's jobLabel 'app.kubernetes.io/component' does not make job user-hasher",
+    ),
+    "another namespace": (
+        lambda docs: only(docs, "PodMonitor")["metadata"].update(namespace="monitoring"),
+        "the PodMonitor is not in the Deployment's namespace",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", POD_MONITOR_MUTATIONS)
+def test_a_broken_pod_monitor_is_caught(
+    manifest_docs: list[Doc], monitoring_docs: list[Doc], name: str
 ) -> None:
-    only(monitoring_docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] = "metrics"
-    assert check_service_monitor(manifest_docs, monitoring_docs) == [
-        "ServiceMonitor endpoint port 'metrics' is no Service port"
-    ]
+    mutate, expected = POD_MONITOR_MUTATIONS[name]
+    mutate(monitoring_docs)
+    assert check_pod_monitor(manifest_docs, monitoring_docs) == [expected]
 
 
 def _deployment(docs: list[Doc]) -> Doc:
@@ -155,6 +189,57 @@ def _probe_on_another_port(docs: list[Doc]) -> None:
     app_container(_deployment(docs))["readinessProbe"]["httpGet"]["port"] = 8001
 
 
+def _metrics_port(docs: list[Doc]) -> Doc:
+    return next(p for p in app_container(_deployment(docs))["ports"] if p["name"] == "metrics")
+
+
+def _metrics_port_renumbered(docs: list[Doc]) -> None:
+    _metrics_port(docs)["containerPort"] = 9100
+
+
+def _metrics_elsewhere(docs: list[Doc]) -> None:
+    app_container(_deployment(docs))["env"].append({"name": "METRICS_PORT", "value": "9100"})
+
+
+def _scrape_annotation_on_the_service_port(docs: list[Doc]) -> None:
+    annotations = _deployment(docs)["spec"]["template"]["metadata"]["annotations"]
+    annotations["prometheus.io/port"] = "8000"
+
+
+def _metrics_on_the_service(docs: list[Doc]) -> None:
+    only(docs, "Service")["spec"]["ports"].append(
+        {"name": "metrics", "port": 9797, "targetPort": "metrics"}
+    )
+
+
+def _policy_rules(docs: list[Doc]) -> list[Doc]:
+    return only(docs, "NetworkPolicy")["spec"]["ingress"]
+
+
+def _metrics_open_to_all(docs: list[Doc]) -> None:
+    del _policy_rules(docs)[1]["from"]
+
+
+def _metrics_from_every_namespace(docs: list[Doc]) -> None:
+    _policy_rules(docs)[1]["from"] = [{"namespaceSelector": {}}]
+
+
+def _metrics_from_pods_of_any_namespace(docs: list[Doc]) -> None:
+    _policy_rules(docs)[1]["from"].append({"podSelector": {"matchLabels": {"app": "x"}}})
+
+
+def _metrics_closed(docs: list[Doc]) -> None:
+    del _policy_rules(docs)[1]
+
+
+def _every_port_from_monitoring(docs: list[Doc]) -> None:
+    del _policy_rules(docs)[1]["ports"]
+
+
+def _http_from_monitoring_only(docs: list[Doc]) -> None:
+    _policy_rules(docs)[0]["from"] = _policy_rules(docs)[1]["from"]
+
+
 def _unknown_service_account(docs: list[Doc]) -> None:
     pod_spec(_deployment(docs))["serviceAccountName"] = "default-sa"
 
@@ -190,6 +275,19 @@ MUTATIONS: dict[str, tuple[Callable[[list[Doc]], None], str]] = {
     "replicas": (_replicas_in_the_deployment, "would reset the HPA's count"),
     "probe port": (_probe_on_another_port, "readinessProbe port 8001"),
     "service account": (_unknown_service_account, "serviceAccountName 'default-sa'"),
+    "metrics port number": (_metrics_port_renumbered, "serves /metrics on 9797, which is not"),
+    "metrics listen port": (_metrics_elsewhere, "serves /metrics on 9100, which is not"),
+    "scrape annotation": (_scrape_annotation_on_the_service_port, "prometheus.io/port is not"),
+    "metrics on the Service": (_metrics_on_the_service, "'metrics' exposes the metrics port"),
+    "metrics open to all": (_metrics_open_to_all, "admits the metrics port from every namespace"),
+    "metrics from all namespaces": (_metrics_from_every_namespace, "sources other than namespaces"),
+    "metrics from pods anywhere": (
+        _metrics_from_pods_of_any_namespace,
+        "sources other than namespaces",
+    ),
+    "metrics closed": (_metrics_closed, "admits the metrics port from no namespace"),
+    "every port": (_every_port_from_monitoring, "a NetworkPolicy ingress rule admits every port"),
+    "http fenced": (_http_from_monitoring_only, "not admit the http port from every namespace"),
 }
 
 

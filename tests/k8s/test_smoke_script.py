@@ -30,9 +30,12 @@ SMOKE_TIMEOUT_SECONDS = 60
 CLUSTER_ENV = {"USER_SALT": CONTRACT_SALT, "POD_IP": "10.244.0.7", "NODE_IP": "192.168.49.2"}
 
 
-def smoke(base_url: str) -> subprocess.CompletedProcess[str]:
+def smoke(base_url: str, metrics_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(SMOKE), base_url], capture_output=True, text=True, timeout=SMOKE_TIMEOUT_SECONDS
+        [str(SMOKE), base_url, metrics_url],
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_SECONDS,
     )
 
 
@@ -53,9 +56,10 @@ def test_shell_scripts_are_shellcheck_clean() -> None:
 @pytest.mark.slow
 def test_smoke_passes_against_the_service_with_the_test_salt(start_service) -> None:
     service = start_service(**CLUSTER_ENV)
-    result = smoke(service.base_url + "/")
+    result = smoke(service.base_url + "/", service.metrics_url + "/")
     assert result.returncode == 0, result.stdout + result.stderr
     assert CONTRACT_BODY.decode() in result.stdout
+    assert "smoke: ok: /metrics is not served on the service port" in result.stdout
     for label, value in [
         ("app_version", "0.1.0"),
         ("pod_ip", "10.244.0.7"),
@@ -68,7 +72,7 @@ def test_smoke_passes_against_the_service_with_the_test_salt(start_service) -> N
 @pytest.mark.slow
 def test_smoke_fails_on_a_wrong_salt(start_service) -> None:
     service = start_service(**{**CLUSTER_ENV, "USER_SALT": "NOTTHESALT"})
-    result = smoke(service.base_url)
+    result = smoke(service.base_url, service.metrics_url)
     assert result.returncode == 1
     assert f"want {CONTRACT_BODY.decode()}" in result.stderr
     assert "PASS" not in result.stdout
@@ -78,23 +82,38 @@ def test_smoke_fails_on_a_wrong_salt(start_service) -> None:
 def test_smoke_fails_when_the_pod_ip_is_not_wired(start_service) -> None:
     """Without the downward-API env the app labels its series pod_ip="unknown"."""
     service = start_service(USER_SALT=CONTRACT_SALT, NODE_IP="192.168.49.2")
-    result = smoke(service.base_url)
+    result = smoke(service.base_url, service.metrics_url)
     assert result.returncode == 1
     assert 'pod_ip="unknown"' in result.stderr
 
 
 def test_smoke_fails_fast_when_nothing_listens() -> None:
     started = time.monotonic()
-    result = smoke(f"http://127.0.0.1:{free_port()}")
+    result = smoke(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "GET /readyz answered 000" in result.stderr
     assert time.monotonic() - started < SMOKE_TIMEOUT_SECONDS
 
 
-def test_smoke_needs_a_base_url() -> None:
-    result = subprocess.run([str(SMOKE)], capture_output=True, text=True, timeout=10)
+@pytest.mark.parametrize("arguments", [[], ["http://127.0.0.1:8000"], ["", "x"], ["x", ""]])
+def test_smoke_needs_a_base_url_and_a_metrics_url(arguments: list[str]) -> None:
+    result = subprocess.run([str(SMOKE), *arguments], capture_output=True, text=True, timeout=10)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_smoke_fails_when_the_service_port_serves_metrics() -> None:
+    with stand_in_service(GOOD_METRICS, metrics_on_the_service_port=True) as urls:
+        result = smoke(*urls)
+    assert result.returncode == 1
+    assert "GET /metrics on the service port answered 200, want 404" in result.stderr
+
+
+def test_smoke_fails_when_the_metrics_port_does_not_answer() -> None:
+    with stand_in_service(GOOD_METRICS) as (base_url, _):
+        result = smoke(base_url, f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "/metrics answered 000, want 200" in result.stderr
 
 
 GOOD_METRICS = (
@@ -123,8 +142,8 @@ GOOD_METRICS = (
 def test_smoke_checks_every_series_for_the_labels(metrics: str, error: str | None) -> None:
     """Against a stand-in server (the real service always has the labels), so the
     label check is shown to fail on each way they can be missing."""
-    with stand_in_service(metrics) as base_url:
-        result = smoke(base_url)
+    with stand_in_service(metrics) as urls:
+        result = smoke(*urls)
     if error is None:
         assert result.returncode == 0, result.stdout + result.stderr
     else:
@@ -133,13 +152,22 @@ def test_smoke_checks_every_series_for_the_labels(metrics: str, error: str | Non
 
 
 @contextlib.contextmanager
-def stand_in_service(metrics: str) -> Iterator[str]:
-    routes = {
-        "/readyz": b'{"status":"ready"}',
-        CONTRACT_TARGET: CONTRACT_BODY,
-        "/metrics": metrics.encode(),
-    }
+def stand_in_service(
+    metrics: str, metrics_on_the_service_port: bool = False
+) -> Iterator[tuple[str, str]]:
+    """(base URL, metrics URL) of two stand-in listeners, as the service has them."""
+    service_routes = {"/readyz": b'{"status":"ready"}', CONTRACT_TARGET: CONTRACT_BODY}
+    if metrics_on_the_service_port:
+        service_routes["/metrics"] = metrics.encode()
+    with (
+        stand_in_listener(service_routes) as base_url,
+        stand_in_listener({"/metrics": metrics.encode()}) as metrics_url,
+    ):
+        yield base_url, metrics_url
 
+
+@contextlib.contextmanager
+def stand_in_listener(routes: dict[str, bytes]) -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = routes.get(self.path)
