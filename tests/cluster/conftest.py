@@ -56,18 +56,21 @@ from tests.support.needs import require
 NAMESPACE = "user-hasher"
 APP = "user-hasher"
 SELECTOR = "app.kubernetes.io/name=user-hasher,app.kubernetes.io/instance=user-hasher"
-# The container port named `http`, which pod IPs answer on.
-APP_PORT = next(
-    port["containerPort"]
+_CONTAINER_PORTS = {
+    port["name"]: port["containerPort"]
     for port in app_container(only(load_documents(MANIFEST), "Deployment"))["ports"]
-    if port["name"] == "http"
-)
+}
+# The container port named `http`, which pod IPs answer the service on.
+APP_PORT = _CONTAINER_PORTS["http"]
+# The container port named `metrics`: /metrics and nothing else.
+METRICS_PORT = _CONTAINER_PORTS["metrics"]
 CONTRACT = (200, CONTRACT_BODY)
 MODULE_ORDER = [
     "test_admission.py",
     "test_deploy.py",
     "test_network_policy.py",
     "test_prometheus.py",
+    "test_salt_agreement.py",
     "test_disruptions.py",
     "test_rollouts.py",
     "test_rehearsal.py",
@@ -249,7 +252,7 @@ def http_get(host: str, port: int, target: str, timeout: float = 10.0) -> tuple[
     return status, body
 
 
-def metric_samples(host: str, port: int = APP_PORT) -> list[Any]:
+def metric_samples(host: str, port: int = METRICS_PORT) -> list[Any]:
     status, body = http_get(host, port, "/metrics")
     assert status == 200, f"/metrics on {host}:{port} answered {status}"
     return [
@@ -280,8 +283,8 @@ def prometheus(
 
 
 def scraped_targets(prometheus: ClusterPrometheus, pods: list[dict[str, Any]]) -> bool:
-    """True when Prometheus scrapes exactly these pods, each up, on their `http` port."""
-    wanted = {f"{pod['status']['podIP']}:{APP_PORT}": pod["metadata"]["name"] for pod in pods}
+    """True when Prometheus scrapes exactly these pods, each up, on their `metrics` port."""
+    wanted = {f"{pod['status']['podIP']}:{METRICS_PORT}": pod["metadata"]["name"] for pod in pods}
     targets = prometheus.active_targets()
     found = {t["labels"]["instance"]: t for t in targets}
     return set(found) == set(wanted) and all(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import lzma
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ class ClusterPrometheus(PrometheusServer):
     """The bundle's Prometheus with the project's scrape config, reaching the cluster's API from
     outside it (address, CA and client certificate added)."""
 
-    def __init__(self, workdir: Path, cluster: LocalCluster) -> None:
+    def __init__(
+        self, workdir: Path, cluster: LocalCluster, extra_rule_files: Sequence[Path] = ()
+    ) -> None:
+        """`extra_rule_files`: test-only rule files, loaded beside the real rules."""
         binary = workdir / "prometheus"
         with lzma.open(bundle_binary()) as packed, binary.open("wb") as unpacked:
             while chunk := packed.read(1 << 20):
@@ -57,7 +61,7 @@ class ClusterPrometheus(PrometheusServer):
                     "cert_file": str(cluster.pki / "admin.crt"),
                     "key_file": str(cluster.pki / "admin.key"),
                 }
-        config["rule_files"] = [str(write_rule_file(workdir))]
+        config["rule_files"] = [str(write_rule_file(workdir)), *map(str, extra_rule_files)]
         super().__init__(binary, workdir, config)
 
     def active_targets(self) -> list[dict[str, Any]]:
@@ -70,6 +74,18 @@ class ClusterPrometheus(PrometheusServer):
             return [{"metric": {}, "value": data["result"]}]
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    def series_between(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """The raw samples of the series `expr` (a selector) selects in [start, end], each
+        as {"metric": labels, "values": [(epoch seconds, value), ...]}."""
+        reach = f"{max(1, int(end - start + 0.999))}s"
+        return [
+            {
+                "metric": item["metric"],
+                "values": [(float(at), float(value)) for at, value in item["values"]],
+            }
+            for item in self.query_at(f"{expr}[{reach}]", end)
+        ]
 
     def rule_groups_loaded(self) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = self.api("rules")["groups"]

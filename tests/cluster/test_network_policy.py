@@ -1,14 +1,19 @@
 """The NetworkPolicy, enforced for real (the session cluster runs with KC_NETPOL=1).
 
-A client pod in another namespace reaches the app's `http` port by the Service's name and
-scrapes /metrics on a pod IP (the path Prometheus takes), both admitted on purpose by the
-policy's one ingress rule; another port of an app pod is refused while something listens
-there; the app's own pods reach nothing, not even DNS; and the probes keep them Ready.
-Every connection is made from inside pods, to pod and Service addresses of this cluster.
+A client pod in another namespace reaches the app's `http` port, by the Service's name and
+on each pod IP, as the policy admits on purpose, but every pod's `metrics` port refuses it;
+a pod in the `monitoring` namespace, which the policy's namespace selector names, scrapes
+/metrics on every pod's `metrics` port; another port of an app pod is refused while
+something listens there; the app's own pods reach nothing, not even DNS; and the probes keep
+them Ready. Every connection is made from inside pods, to pod and Service addresses of this
+cluster. (The test Prometheus runs on the node, whose traffic NetworkPolicy never filters:
+the `monitoring` pod here is what proves the namespace rule.)
 """
 
+import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +26,21 @@ from proving.steady import is_ready
 from tests.cluster.conftest import (
     APP,
     APP_PORT,
+    METRICS_PORT,
     NAMESPACE,
     DeployedApp,
+    http_get,
     report,
     wait_steady,
 )
 
 CLIENT_NAMESPACE = "user-hasher-netpol-client"
+# The namespace k8s/base/30-networkpolicy.yaml admits to the metrics port (by the name label
+# the API server gives every namespace).
+MONITORING_NAMESPACE = "monitoring"
+# kube-router admits a new source pod only once it has seen it: a second or two (../shared/kube).
+ADMITTED_WAIT_SECONDS = 30
+CONTRACT_TARGET = "/user_hash?user_id=TESTUSERID"
 PYTHON = "/opt/venv/bin/python"
 # A port of an app pod that the policy does not open (nothing of the app listens there).
 OTHER_PORT = 9000
@@ -37,7 +50,8 @@ CLUSTER_DNS_IP = "10.96.0.10"
 SERVICE_URL = "http://user-hasher.user-hasher.svc.cluster.local/user_hash?user_id=TESTUSERID"
 
 # Run inside a pod with the app image's python: tries each target once, prints one JSON
-# object {target: outcome}; an outcome is "ok ...", "refused", "timeout" or "error ...".
+# object {target: outcome}; an outcome is "ok ...", "http <4xx/5xx status>", "refused",
+# "timeout" or "error ...".
 TRY_TARGETS = r"""
 import json, socket, sys, urllib.error, urllib.request
 
@@ -63,6 +77,8 @@ for target in sys.argv[1:]:
             results[target] = "ok"
         elif kind == "dns":
             results[target] = "ok " + socket.gethostbyname(rest)
+    except urllib.error.HTTPError as error:
+        results[target] = f"http {error.code}"
     except urllib.error.URLError as error:
         results[target] = outcome(error.reason)
     except OSError as error:
@@ -101,13 +117,13 @@ def try_from(cluster: LocalCluster, namespace: str, pod: str, *targets: str) -> 
     return json.loads(result.stdout)
 
 
-def client_pod(image: str) -> dict[str, Any]:
-    """A pod in another namespace, running the app's image (the only image the node has) as
-    an idle shell for `kubectl exec`; it exits by itself."""
+def client_pod(image: str, namespace: str) -> dict[str, Any]:
+    """A pod in `namespace`, running the app's image (the only image the node has) as an idle
+    shell for `kubectl exec`; it exits by itself."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "client", "namespace": CLIENT_NAMESPACE},
+        "metadata": {"name": "client", "namespace": namespace},
         "spec": {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 1,
@@ -134,23 +150,32 @@ def client_pod(image: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def client(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
-    cluster.kubectl("create", "namespace", CLIENT_NAMESPACE)
+@contextlib.contextmanager
+def client_in(cluster: LocalCluster, namespace: str, image: str) -> Iterator[str]:
+    """A new namespace with a ready client pod in it; the namespace is deleted afterwards."""
+    cluster.kubectl("create", "namespace", namespace)
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(client_pod(app.image_ref)))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(client_pod(image, namespace)))
         cluster.kubectl(
-            "wait",
-            "--namespace",
-            CLIENT_NAMESPACE,
-            "pod/client",
-            "--for=condition=Ready",
-            "--timeout=120s",
+            *["wait", "--namespace", namespace, "pod/client"],
+            *["--for=condition=Ready", "--timeout=120s"],
             timeout=150,
         )
         yield "client"
     finally:
-        cluster.kubectl("delete", "namespace", CLIENT_NAMESPACE, "--wait=false")
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def client(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
+    with client_in(cluster, CLIENT_NAMESPACE, app.image_ref) as pod:
+        yield pod
+
+
+@pytest.fixture(scope="module")
+def monitoring_client(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
+    with client_in(cluster, MONITORING_NAMESPACE, app.image_ref) as pod:
+        yield pod
 
 
 @pytest.fixture
@@ -168,16 +193,46 @@ def listener_in_an_app_pod(
         stop_process(exec_listener)
 
 
-def test_a_client_pod_reaches_the_service_by_name_and_the_metrics(
+def test_a_client_pod_elsewhere_reaches_the_service_but_no_metrics_port(
     cluster: LocalCluster, client: str, steady: list[dict[str, Any]]
 ) -> None:
-    pod_ip = steady[0]["status"]["podIP"]
-    metrics_url = f"http://{pod_ip}:{APP_PORT}/metrics"
-    results = try_from(
-        cluster, CLIENT_NAMESPACE, client, f"http {SERVICE_URL}", f"http {metrics_url}"
+    contract = f"ok 200 {CONTRACT_BODY.decode()}"
+    expected = {f"http {SERVICE_URL}": contract}
+    for pod in steady:
+        pod_ip = pod["status"]["podIP"]
+        expected[f"http http://{pod_ip}:{APP_PORT}{CONTRACT_TARGET}"] = contract
+        # Refused by the policy, not merely unanswered: the port listens (the node reaches it).
+        expected[f"http http://{pod_ip}:{METRICS_PORT}/metrics"] = "refused"
+        assert http_get(pod_ip, METRICS_PORT, "/metrics")[0] == 200
+        # And the service port does not serve /metrics at all.
+        expected[f"http http://{pod_ip}:{APP_PORT}/metrics"] = "http 404"
+    results = try_from(cluster, CLIENT_NAMESPACE, client, *expected)
+    assert results == expected
+    refused = sum(outcome == "refused" for outcome in results.values())
+    report(
+        f"NetworkPolicy, from namespace {CLIENT_NAMESPACE}: /user_hash answered on"
+        f" {len(steady)} of {len(steady)} pods and the Service; the metrics port refused"
+        f" {refused} of {len(steady)} pods"
     )
-    assert results[f"http {SERVICE_URL}"] == f"ok 200 {CONTRACT_BODY.decode()}", results
-    assert results[f"http {metrics_url}"].startswith("ok 200 # HELP"), results
+
+
+def test_the_monitoring_namespace_scrapes_every_pod_on_its_metrics_port(
+    cluster: LocalCluster, monitoring_client: str, steady: list[dict[str, Any]]
+) -> None:
+    targets = [f"http http://{pod['status']['podIP']}:{METRICS_PORT}/metrics" for pod in steady]
+    started = time.monotonic()
+
+    def all_scraped() -> dict[str, str] | None:
+        results = try_from(cluster, MONITORING_NAMESPACE, monitoring_client, *targets)
+        return results if all(r.startswith("ok 200 # HELP") for r in results.values()) else None
+
+    results = cluster.wait_for(all_scraped, ADMITTED_WAIT_SECONDS, "/metrics from monitoring")
+    assert sorted(results) == sorted(targets)
+    report(
+        f"NetworkPolicy, from namespace {MONITORING_NAMESPACE}: /metrics on the metrics port"
+        f" answered 200 on {len(results)} of {len(steady)} pods"
+        f" ({time.monotonic() - started:.1f} s after the pod was ready)"
+    )
 
 
 def test_another_port_of_an_app_pod_is_refused(

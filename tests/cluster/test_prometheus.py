@@ -1,6 +1,7 @@
-"""Prometheus discovers the pods the way the manifests advertise them (README's scrape config:
-the pod annotations and the container port named `http`) and scrapes each one: PromQL shows
-every pod up, and the hashes each pod counted equal the requests sent to it."""
+"""Prometheus discovers the pods the way the manifests advertise them (the committed scrape
+config: the pod annotations and the container port named `metrics`) and scrapes each one on
+that port: PromQL shows every pod up, and the hashes each pod counted equal the requests sent
+to it on the service port."""
 
 from typing import Any
 
@@ -8,6 +9,7 @@ from proving.local_cluster import LocalCluster
 from tests.cluster.conftest import (
     APP_PORT,
     CONTRACT,
+    METRICS_PORT,
     hashes_generated,
     http_get,
     report,
@@ -29,8 +31,11 @@ def test_every_pod_is_discovered_and_up(
     assert up == {pod["metadata"]["name"]: 1.0 for pod in steady}
     build_info = prometheus.values_by('user_hasher_build_info{job="user-hasher"}', "pod_ip")
     assert set(build_info) == {pod["status"]["podIP"] for pod in steady}
+    instances = sorted(t["labels"]["instance"] for t in prometheus.active_targets())
+    assert all(instance.endswith(f":{METRICS_PORT}") for instance in instances)
     report(
-        f"Prometheus: {len(up)} targets up, user_hasher_build_info per pod_ip {sorted(build_info)}"
+        f"Prometheus: {len(up)} of {len(steady)} targets up, on the metrics port {instances};"
+        f" user_hasher_build_info per pod_ip {sorted(build_info)}"
     )
 
 
