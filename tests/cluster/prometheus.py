@@ -26,11 +26,24 @@ from tests.support.prometheus_rules import write_rule_file
 
 BUNDLE_ENV = "PROMETHEUS_BUNDLE"
 SCRAPE_CONFIG = REPO / "k8s" / "monitoring" / "prometheus" / "scrape-config.yaml"
+# Where a Prometheus run in a pod (in_cluster_pod) listens, and finds its binary and config.
+IN_CLUSTER_PORT = 9090
+_POD_BINARY_DIR = "/opt/prometheus"
+_POD_CONFIG_DIR = "/etc/prometheus"
 
 
 def bundle_binary() -> Path:
     bundle = Path(os.environ.get(BUNDLE_ENV) or REPO.parent / "shared" / "prometheus")
     return bundle / "prometheus.xz"
+
+
+def unpack_binary(target: Path) -> Path:
+    """The bundle's Prometheus, unpacked to `target` and made executable."""
+    with lzma.open(bundle_binary()) as packed, target.open("wb") as unpacked:
+        while chunk := packed.read(1 << 20):
+            unpacked.write(chunk)
+    target.chmod(0o755)
+    return target
 
 
 def scrape_config() -> dict[str, Any]:
@@ -47,11 +60,7 @@ class ClusterPrometheus(PrometheusServer):
         self, workdir: Path, cluster: LocalCluster, extra_rule_files: Sequence[Path] = ()
     ) -> None:
         """`extra_rule_files`: test-only rule files, loaded beside the real rules."""
-        binary = workdir / "prometheus"
-        with lzma.open(bundle_binary()) as packed, binary.open("wb") as unpacked:
-            while chunk := packed.read(1 << 20):
-                unpacked.write(chunk)
-        binary.chmod(0o755)
+        binary = unpack_binary(workdir / "prometheus")
         config = scrape_config()
         for job in config["scrape_configs"]:
             for discovery in job["kubernetes_sd_configs"]:
@@ -123,3 +132,69 @@ def counted_in(samples: list[tuple[float, float]], start: float, end: float) -> 
             total += value - previous if value >= previous else value
             previous = value
     return total
+
+
+def in_cluster_config(api_server: str) -> dict[str, Any]:
+    """The committed scrape config for a Prometheus in a pod, reaching the API at `api_server`
+    (plain HTTP: a `kubectl proxy`, since this cluster's API server listens on loopback only);
+    scrapes every second."""
+    config = scrape_config()
+    for job in config["scrape_configs"]:
+        for discovery in job["kubernetes_sd_configs"]:
+            discovery["api_server"] = api_server
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    return config
+
+
+def in_cluster_pod(namespace: str, image: str, binary_dir: Path, config_map: str) -> dict[str, Any]:
+    """A pod running the bundle's Prometheus (unpacked in `binary_dir` on the node, mounted
+    read-only: the node has no Prometheus image, and the binary is static) with the config in
+    `config_map` (key prometheus.yml), as uid 10001 with a read-only root filesystem."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "prometheus", "namespace": namespace},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "prometheus",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": [
+                        f"{_POD_BINARY_DIR}/prometheus",
+                        f"--config.file={_POD_CONFIG_DIR}/prometheus.yml",
+                        "--storage.tsdb.path=/prometheus",
+                        f"--web.listen-address=0.0.0.0:{IN_CLUSTER_PORT}",
+                    ],
+                    "ports": [{"name": "web", "containerPort": IN_CLUSTER_PORT}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/-/ready", "port": IN_CLUSTER_PORT},
+                        "periodSeconds": 1,
+                    },
+                    "volumeMounts": [
+                        {"name": "binary", "mountPath": _POD_BINARY_DIR, "readOnly": True},
+                        {"name": "config", "mountPath": _POD_CONFIG_DIR, "readOnly": True},
+                        {"name": "data", "mountPath": "/prometheus"},
+                    ],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+            "volumes": [
+                {"name": "binary", "hostPath": {"path": str(binary_dir), "type": "Directory"}},
+                {"name": "config", "configMap": {"name": config_map}},
+                {"name": "data", "emptyDir": {}},
+            ],
+        },
+    }

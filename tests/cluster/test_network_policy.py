@@ -2,19 +2,24 @@
 
 A client pod in another namespace reaches the app's `http` port, by the Service's name and
 on each pod IP, as the policy admits on purpose, but every pod's `metrics` port refuses it;
-a pod in the `monitoring` namespace, which the policy's namespace selector names, scrapes
-/metrics on every pod's `metrics` port; another port of an app pod is refused while
-something listens there; the app's own pods reach nothing, not even DNS; and the probes keep
-them Ready. Every connection is made from inside pods, to pod and Service addresses of this
-cluster. (The test Prometheus runs on the node, whose traffic NetworkPolicy never filters:
-the `monitoring` pod here is what proves the namespace rule.)
+Prometheus in a pod of the `monitoring` namespace, which the policy's namespace selector
+names, discovers the app's pods through the API with the committed scrape config and scrapes
+every one on its `metrics` port; another port of an app pod is refused while something
+listens there; the app's own pods reach nothing, not even DNS; and the probes keep them
+Ready. Every connection is made from inside pods, to pod and Service addresses of this
+cluster. (The session's other Prometheus, tests/cluster/prometheus.py, runs on the node,
+whose traffic NetworkPolicy never filters: the one here is what proves the namespace rule.)
 """
 
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +38,14 @@ from tests.cluster.conftest import (
     report,
     wait_steady,
 )
+from tests.cluster.prometheus import (
+    IN_CLUSTER_PORT,
+    bundle_binary,
+    in_cluster_config,
+    in_cluster_pod,
+    unpack_binary,
+)
+from tests.support.needs import require
 
 CLIENT_NAMESPACE = "user-hasher-netpol-client"
 # The namespace k8s/base/30-networkpolicy.yaml admits to the metrics port (by the name label
@@ -151,31 +164,69 @@ def client_pod(image: str, namespace: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def client_in(cluster: LocalCluster, namespace: str, image: str) -> Iterator[str]:
-    """A new namespace with a ready client pod in it; the namespace is deleted afterwards."""
+def namespace_created(cluster: LocalCluster, namespace: str) -> Iterator[None]:
+    """A new namespace, deleted afterwards (not waited for)."""
     cluster.kubectl("create", "namespace", namespace)
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(client_pod(image, namespace)))
-        cluster.kubectl(
-            *["wait", "--namespace", namespace, "pod/client"],
-            *["--for=condition=Ready", "--timeout=120s"],
-            timeout=150,
-        )
-        yield "client"
+        yield
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 @pytest.fixture(scope="module")
 def client(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
-    with client_in(cluster, CLIENT_NAMESPACE, app.image_ref) as pod:
-        yield pod
+    with namespace_created(cluster, CLIENT_NAMESPACE):
+        pod = client_pod(app.image_ref, CLIENT_NAMESPACE)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        cluster.kubectl(
+            *["wait", "--namespace", CLIENT_NAMESPACE, "pod/client"],
+            *["--for=condition=Ready", "--timeout=120s"],
+            timeout=150,
+        )
+        yield "client"
 
 
 @pytest.fixture(scope="module")
-def monitoring_client(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
-    with client_in(cluster, MONITORING_NAMESPACE, app.image_ref) as pod:
-        yield pod
+def monitoring_prometheus(cluster: LocalCluster, app: DeployedApp) -> Iterator[str]:
+    """Prometheus in a pod of the monitoring namespace; yields its pod IP. It reaches the API
+    through a `kubectl proxy` on the node's address (the API server listens on loopback only),
+    bound for this module and stopped after it."""
+    problem = f"no Prometheus with Kubernetes discovery at {bundle_binary()}"
+    require(None if bundle_binary().is_file() else problem, "the in-cluster Prometheus test")
+    # Readable by the pod's uid 10001 (pytest's own temporary directories are root's alone).
+    binary_dir = Path(tempfile.mkdtemp(prefix="user-hasher-prometheus-"))
+    binary_dir.chmod(0o755)
+    unpack_binary(binary_dir / "prometheus")
+    (node,) = cluster.get_json("nodes")["items"]
+    (node_ip,) = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+    proxy = cluster.client.popen(
+        *["proxy", f"--address={node_ip}", "--port=0", "--accept-hosts=.*"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.stdout is not None
+        serving = proxy.stdout.readline()  # "Starting to serve on ADDRESS:PORT"
+        assert serving.startswith("Starting to serve on "), serving
+        api_server = "http://" + serving.split()[-1]
+        with namespace_created(cluster, MONITORING_NAMESPACE):
+            config = json.dumps(in_cluster_config(api_server))
+            cluster.kubectl(
+                *["create", "configmap", "prometheus", "--namespace", MONITORING_NAMESPACE],
+                f"--from-literal=prometheus.yml={config}",
+            )
+            pod = in_cluster_pod(MONITORING_NAMESPACE, app.image_ref, binary_dir, "prometheus")
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+            cluster.kubectl(
+                *["wait", "--namespace", MONITORING_NAMESPACE, "pod/prometheus"],
+                *["--for=condition=Ready", "--timeout=120s"],
+                timeout=150,
+            )
+            running = cluster.get_json("pod", "prometheus", "--namespace", MONITORING_NAMESPACE)
+            yield running["status"]["podIP"]
+    finally:
+        stop_process(proxy)
+        shutil.rmtree(binary_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -216,22 +267,33 @@ def test_a_client_pod_elsewhere_reaches_the_service_but_no_metrics_port(
     )
 
 
-def test_the_monitoring_namespace_scrapes_every_pod_on_its_metrics_port(
-    cluster: LocalCluster, monitoring_client: str, steady: list[dict[str, Any]]
+def test_prometheus_in_the_monitoring_namespace_scrapes_every_pod(
+    cluster: LocalCluster, monitoring_prometheus: str, steady: list[dict[str, Any]]
 ) -> None:
-    targets = [f"http http://{pod['status']['podIP']}:{METRICS_PORT}/metrics" for pod in steady]
+    wanted = {f"{pod['status']['podIP']}:{METRICS_PORT}": pod["metadata"]["name"] for pod in steady}
     started = time.monotonic()
 
-    def all_scraped() -> dict[str, str] | None:
-        results = try_from(cluster, MONITORING_NAMESPACE, monitoring_client, *targets)
-        return results if all(r.startswith("ok 200 # HELP") for r in results.values()) else None
+    def every_pod_up() -> list[dict[str, Any]] | None:
+        status, body = http_get(
+            monitoring_prometheus, IN_CLUSTER_PORT, "/api/v1/targets?state=active"
+        )
+        assert status == 200
+        targets = json.loads(body)["data"]["activeTargets"]
+        found = {t["labels"]["instance"]: t for t in targets}
+        up = set(found) == set(wanted) and all(
+            found[instance]["health"] == "up" and found[instance]["labels"]["pod"] == pod
+            for instance, pod in wanted.items()
+        )
+        return targets if up else None
 
-    results = cluster.wait_for(all_scraped, ADMITTED_WAIT_SECONDS, "/metrics from monitoring")
-    assert sorted(results) == sorted(targets)
+    targets = cluster.wait_for(every_pod_up, ADMITTED_WAIT_SECONDS, "every pod up in Prometheus")
+    _, body = http_get(monitoring_prometheus, IN_CLUSTER_PORT, "/api/v1/query?query=up")
+    up = {r["metric"]["pod"]: r["value"][1] for r in json.loads(body)["data"]["result"]}
+    assert up == {pod["metadata"]["name"]: "1" for pod in steady}
     report(
-        f"NetworkPolicy, from namespace {MONITORING_NAMESPACE}: /metrics on the metrics port"
-        f" answered 200 on {len(results)} of {len(steady)} pods"
-        f" ({time.monotonic() - started:.1f} s after the pod was ready)"
+        f"Prometheus in namespace {MONITORING_NAMESPACE} (Kubernetes discovery, the committed"
+        f" scrape config, policy enforced): {len(targets)} of {len(steady)} targets up on the"
+        f" metrics port, {time.monotonic() - started:.1f} s after its pod was ready"
     )
 
 
