@@ -68,7 +68,8 @@ class ConntrackSampler:
     service_ip: str
     service_port: int
     clock: Callable[[], float]
-    sightings: dict[tuple[int, str], Sighting] = field(default_factory=dict)
+    # source port -> pod -> when seen
+    sightings: dict[int, dict[str, Sighting]] = field(default_factory=dict)
     samples: int = 0
 
     def __post_init__(self) -> None:
@@ -85,10 +86,10 @@ class ConntrackSampler:
         entries = parse_table(CONNTRACK_TABLE.read_text(), self.service_ip, self.service_port)
         with self._lock:
             for entry in entries:
-                key = (entry.sport, entry.pod)
-                seen = self.sightings.get(key)
+                per_pod = self.sightings.setdefault(entry.sport, {})
+                seen = per_pod.get(entry.pod)
                 if seen is None:
-                    self.sightings[key] = Sighting(entry, now, now)
+                    per_pod[entry.pod] = Sighting(entry, now, now)
                 else:
                     seen.last, seen.entry = now, entry
             self.samples += 1
@@ -108,11 +109,9 @@ class ConntrackSampler:
         (widened by a sample period on each side)."""
         with self._lock:
             return {
-                seen.entry.pod
-                for (port, _), seen in self.sightings.items()
-                if port == sport
-                and seen.last >= start - SAMPLE_SECONDS
-                and seen.first <= end + SAMPLE_SECONDS
+                pod
+                for pod, seen in self.sightings.get(sport, {}).items()
+                if seen.last >= start - SAMPLE_SECONDS and seen.first <= end + SAMPLE_SECONDS
             }
 
 

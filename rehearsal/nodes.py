@@ -33,6 +33,7 @@ failures is the node death, which must lose requests toward the dead pod.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,12 @@ TAIL_SECONDS = 20.0
 # replacement would come after about 340 s.
 REPLACED_WITHIN_SECONDS = 150.0
 PDB_REFUSAL = "violate the pod's disruption budget"
+# After the API server comes back: kubectl's watches (which end when their connection is
+# lost) list again, and the controllers act on what they missed (the node lifecycle
+# controller checks every 5 s, a kubelet syncs pod statuses every 10 s). The scenario
+# runs on this long, so whatever that costs falls inside it.
+API_RESYNC_SECONDS = 10.0
+API_SETTLE_SECONDS = 15.0
 
 
 def add_workers(cluster: LocalCluster) -> dict[str, str]:
@@ -154,7 +161,6 @@ class NodeDeath:
     kill_at: float
     dead_pods: dict[str, str]  # pod -> its IP
     endpoints_at_kill: int
-    sampler: conntrack.ConntrackSampler
     not_ready_at: float | None = None
     endpoints_gone_at: float | None = None
     replaced_at: float | None = None
@@ -170,6 +176,7 @@ class NodeStage(Stage):
     service_ip: str = ""
     zones: dict[str, str] = field(default_factory=dict)
     death: NodeDeath | None = None
+    sampler: conntrack.ConntrackSampler | None = None
     # scenario name -> extra gates to judge once the readiness history is complete
     pdb_scenarios: list[str] = field(default_factory=list)
 
@@ -271,12 +278,37 @@ class NodeStage(Stage):
         where = node or FIRST_NODE
 
         def act(before: list[dict[str, Any]]) -> None:
+            restarts = self.watch_restarts()
             with self.cluster.paused(component, node) as pid:
                 self.event(f"SIGSTOP {component} on {where} (pid {pid})", node=where)
                 time.sleep(seconds)
             self.event(f"SIGCONT {component} on {where}", node=where)
+            if component == "kube-apiserver":
+                self.resynced(restarts)
+                time.sleep(API_SETTLE_SECONDS)
+                self.event("controllers caught up")
 
         return act
+
+    def watches(self) -> list[Watch]:
+        observer = self.observer
+        return [observer.pods, observer.deployments, observer.slices] + (
+            [self.nodes] if self.nodes else []
+        )
+
+    def watch_restarts(self) -> list[int]:
+        return [watch.restarts for watch in self.watches()]
+
+    def resynced(self, before: list[int]) -> None:
+        """Until every watch that lost its connection listed again (bounded): the steady
+        check must not read what the watches showed before the pause."""
+        deadline = time.monotonic() + API_RESYNC_SECONDS
+        while time.monotonic() < deadline:
+            if all(now > then for now, then in zip(self.watch_restarts(), before, strict=True)):
+                self.event("watches listed again")
+                return
+            time.sleep(0.5)
+        self.event("watches not restarted (kubectl kept its connections)")
 
     def api_pause_mid_rollout(self, before: list[dict[str, Any]]) -> None:
         old = {pod["metadata"]["name"] for pod in before}
@@ -288,12 +320,14 @@ class NodeStage(Stage):
             ),
             "a new pod ready",
         )
+        restarts = self.watch_restarts()
         with self.cluster.paused("kube-apiserver") as pid:
             self.event(f"SIGSTOP kube-apiserver (pid {pid}), rollout under way", node=FIRST_NODE)
             paused_at = self.run.elapsed()
             time.sleep(API_PAUSE_ROLLOUT_SECONDS)
         resumed = self.run.elapsed()
         self.event("SIGCONT kube-apiserver", node=FIRST_NODE)
+        self.resynced(restarts)
         new_during_pause = sum(
             1
             for name, pod in self.observer.live_pods().items()
@@ -331,13 +365,10 @@ class NodeStage(Stage):
             }
             if not dead:
                 raise ClusterError(f"{victim} holds no pod of the app: {self.placed()}")
-            sampler = conntrack.ConntrackSampler(
-                self.service_ip, self.app.service_port, self.run.elapsed
-            ).start()
             kill_at = self.run.elapsed()
             self.cluster.kill_node(victim)
             self.event(f"{victim} dies (kill-node.sh)", node=victim)
-            death = self.death = NodeDeath(victim, kill_at, dead, len(before), sampler)
+            death = self.death = NodeDeath(victim, kill_at, dead, len(before))
             origin = self.run.origin
 
             def not_ready() -> float | None:
@@ -411,17 +442,44 @@ class NodeStage(Stage):
                     )
                 )
 
-    def judge_node_death(self, records: list[Any], timeout: float) -> None:
-        death = self.death
-        if death is None:
+    def judge_failures(self, records: list[Any], timeout: float) -> None:
+        """Per scenario with failed requests: which node's pods their connections went to
+        (conntrack), so a failure is never without a place."""
+        if self.sampler is None:
             return
-        death.sampler.stop()
+        node_of_ip: dict[str, str] = {}
+        for event in self.observer.pods.snapshot():
+            ip = event.object.get("status", {}).get("podIP")
+            if ip and (node := event.object.get("spec", {}).get("nodeName")):
+                node_of_ip[ip] = node
+        for scenario in self.rehearsal.scenarios:
+            failed = [r for r in in_window(records, scenario.start, scenario.end) if not r.ok]
+            if not failed:
+                continue
+            by_node: dict[str, int] = {}
+            for record in failed:
+                port = conntrack.source_port(record.source)
+                pods = (
+                    set()
+                    if port is None
+                    else self.sampler.pods_for(port, record.intended, record.intended + timeout)
+                )
+                where = ",".join(sorted({node_of_ip.get(ip, ip) for ip in pods})) or "unknown"
+                by_node[where] = by_node.get(where, 0) + 1
+            scenario.measurements["failed_by_node"] = dict(sorted(by_node.items()))
+            first, last = failed[0].intended, failed[-1].intended
+            scenario.measurements["failed_between_s"] = [round(first, 1), round(last, 1)]
+
+    def judge_node_death(self, records: list[Any], timeout: float) -> None:
+        death, sampler = self.death, self.sampler
+        if death is None or sampler is None:
+            return
         scenario = next(s for s in self.rehearsal.scenarios if s.name.startswith("node death"))
         window = in_window(records, scenario.start, scenario.end)
         failures = [r for r in window if not r.ok]
         attribution = conntrack.attribute(
             ((r.intended, r.source) for r in failures),
-            death.sampler,
+            sampler,
             set(death.dead_pods.values()),
             timeout,
         )
@@ -457,7 +515,7 @@ class NodeStage(Stage):
                 "predicted_share": round(share, 4),
                 "failed_after_endpoint_removal": after_gone,
                 "failed_to_dead_pod_by_conntrack": attribution.dead,
-                "conntrack_samples": death.sampler.samples,
+                "conntrack_samples": sampler.samples,
             }
         )
         self.rehearsal.checks += [
@@ -512,6 +570,7 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
     )
     nodes = cluster.client.watch("nodes")
     stage: NodeStage | None = None
+    sampler: conntrack.ConntrackSampler | None = None
     try:
         cluster.wait_for(observer.steady_pods, SETTLE_TIMEOUT_SECONDS, "the app steady")
         cluster_ip = cluster.get_json("service", app.service, "--namespace", app.namespace)["spec"][
@@ -529,6 +588,8 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         )
         pdb = only(load_documents(MANIFEST), "PodDisruptionBudget")
         with LoadRun(target, plan) as run:
+            sampler = conntrack.ConntrackSampler(cluster_ip, app.service_port, run.elapsed)
+            sampler.start()
             rehearsal = Rehearsal(
                 target=(
                     f"Service {app.namespace}/{app.service} ClusterIP "
@@ -555,6 +616,7 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
                 service_ip=cluster_ip,
                 zones=dict(zones),
                 pdb_scenarios=["drain m02", "cluster upgrade"],
+                sampler=sampler,
             )
             log(f"load: {rate:,.0f} req/s open loop, both client kinds")
             stage.spread_gate("as deployed")
@@ -583,12 +645,15 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
             rehearsal.scenarios[-1].end = run.elapsed()
         rehearsal.records = run.records
         stage.record_terminations()
+        sampler.stop()
+        failed = sorted((r for r in run.records if not r.ok), key=lambda r: r.intended)
         stage.judge_pdb()
+        stage.judge_failures(failed, plan.timeout)
         stage.judge_node_death(run.records, plan.timeout)
         return rehearsal
     finally:
-        if stage is not None and stage.death is not None:
-            stage.death.sampler.stop()
+        if sampler is not None:
+            sampler.stop()
         observer.stop()
         nodes.stop()
 
@@ -612,4 +677,14 @@ def rehearse_nodes(out: Path, attach: bool) -> Rehearsal:
             add_workers(cluster)
             return _rehearse_nodes(cluster, log_dir)
         finally:
+            keep_cluster_logs(cluster, log_dir / "cluster")
             log("stopping the local cluster (and its nodes)")
+
+
+def keep_cluster_logs(cluster: LocalCluster, dest: Path) -> None:
+    """Every component's log (the controller manager's node lifecycle decisions among them)
+    copied out of the state directory, which the stop removes."""
+    for logs in [cluster.state / "logs", *sorted(cluster.state.glob("nodes/*/logs"))]:
+        if logs.is_dir():
+            name = "minikube" if logs.parent == cluster.state else logs.parent.name
+            shutil.copytree(logs, dest / name, dirs_exist_ok=True)

@@ -22,7 +22,8 @@ import pytest
 
 from proving.docker import build_image, engine_problem
 from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, host_network_state
-from rehearsal.nodes import add_workers
+from proving.manifests import REPO
+from rehearsal.nodes import add_workers, keep_cluster_logs
 from tests.cluster.conftest import leftovers, report
 from tests.support.needs import require
 
@@ -53,6 +54,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         assert sorted(zones.values()) == ["zone-a", "zone-b", "zone-c"], zones
         yield cluster
     finally:
+        keep_cluster_logs(cluster, REPO / "build" / "rehearsal-nodes" / "logs" / "cluster")
         stopped = time.monotonic()
         cluster.stop()
         report(f"three-node cluster stop: {time.monotonic() - stopped:.1f} s")

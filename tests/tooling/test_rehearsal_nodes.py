@@ -47,7 +47,7 @@ def sampler_with(*sightings: tuple[int, str, float, float]) -> conntrack.Conntra
     sampler = conntrack.ConntrackSampler(SERVICE, 80, clock=lambda: 0.0)
     for sport, pod, first, last in sightings:
         entry = conntrack.Entry(sport, pod, "SYN_SENT")
-        sampler.sightings[sport, pod] = conntrack.Sighting(entry, first, last)
+        sampler.sightings.setdefault(sport, {})[pod] = conntrack.Sighting(entry, first, last)
     return sampler
 
 
