@@ -2,6 +2,7 @@
 in the report and the plot; the run itself is tests/nodes."""
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from rehearsal import conntrack
 from rehearsal.nodes import fewest_ready, node_ready_changes, spread
 from rehearsal.plot import plot_rehearsal
 from rehearsal.report import Event, Rehearsal, Role, Scenario, human_summary, summary
+from rehearsal.rollout_check import job_manifest
+from rehearsal.rollout_check import main as rollout_check_main
 
 SERVICE = "10.96.12.34"
 
@@ -171,3 +174,25 @@ def test_the_plot_has_pod_lanes_coloured_by_node(tmp_path: Path) -> None:
     # The node colours are drawn (minikube's, m02's, m03's).
     colours = {tuple(round(c * 255) for c in pixel[:3]) for pixel in itertools.chain(*image)}
     assert {(0x1B, 0x9E, 0x77), (0x75, 0x70, 0xB3), (0xE7, 0x29, 0x8A)} <= colours
+
+
+def test_the_rollout_checks_job_keeps_off_the_node_it_drains() -> None:
+    job = json.loads(job_manifest("img", "check", "svc.", 80, 100, 50, avoid_node="m02"))
+    affinity = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["m02"]}
+    ]
+    plain = json.loads(job_manifest("img", "check", "svc.", 80, 100, 50))
+    assert "affinity" not in plain["spec"]["template"]["spec"]
+
+
+def test_the_rollout_check_warns_before_it_drains_a_node(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No cluster answers on this context: the warning comes first all the same.
+    code = rollout_check_main(
+        ["--context", "no-such-context", "--node", "m02", "--out", "/dev/null"]
+    )
+    assert code == 1
+    assert "WARNING: --node m02 cordons and drains node m02" in capsys.readouterr().err
