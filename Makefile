@@ -188,15 +188,23 @@ test-cluster: install ## Run only the live-cluster tests (tests/cluster; `make c
 rehearse: install ## Prove zero downtime on a local cluster of its own: scenarios under load (~5 min; root)
 	$(PY) -m rehearsal
 
+.PHONY: rehearse-nodes
+rehearse-nodes: install ## The same on three nodes in three zones: drains, an upgrade, control plane and kube-proxy stopped, a node's death (~8 min; root)
+	$(PY) -m rehearsal --nodes
+
 # The in-cluster check's load: requests per second, and seconds (10 s steady, the rollout,
 # and at least 10 s after it; raise it where a rollout takes longer).
 CHECK_RATE ?= 200
 CHECK_SECONDS ?= 75
 
+# NODE=name: drain that node instead of restarting the rollout (it DISRUPTS a real node:
+# every pod on it is evicted, then it is uncordoned).
+NODE ?=
+
 .PHONY: rollout-check
-rollout-check: install ## Verification (needs the dev venv): load the Service from a Job in the cluster during `kubectl rollout restart`; 0 failed or exit 1
+rollout-check: install ## Verification (needs the dev venv): load the Service from a Job in the cluster during `kubectl rollout restart` (NODE=x: a drain of node x); 0 failed or exit 1
 	$(PY) -m rehearsal.rollout_check --context $(MINIKUBE_PROFILE) --namespace $(K8S_NAMESPACE) \
-		--deployment $(K8S_APP) --rate $(CHECK_RATE) --seconds $(CHECK_SECONDS)
+		--deployment $(K8S_APP) --rate $(CHECK_RATE) --seconds $(CHECK_SECONDS) $(if $(NODE),--node $(NODE))
 
 .PHONY: undeploy
 undeploy: ## Delete everything user_hasher.yaml created in minikube (the namespace too)

@@ -144,24 +144,78 @@ class WatchEvent:
 
 class Watch:
     """`kubectl get RESOURCE --watch`: every event from now on, with its arrival time, in
-    `events`. Stop it with stop() or use it as a context manager."""
+    `events`. Stop it with stop() or use it as a context manager.
+
+    A watch outlives the API server going away (stopped, restarted): kubectl exits when its
+    connection is lost, and the watch then lists the objects again (retrying every
+    RESYNC_RETRY_SECONDS) and goes on watching. What changed while it was away arrives as
+    events stamped with the relist's arrival: MODIFIED for every listed object, DELETED
+    for every object it knew that the list lacks. ERROR events (a Status, no object) are
+    not recorded."""
+
+    RESYNC_RETRY_SECONDS = 1.0
 
     def __init__(self, kubectl: Kubectl, resource: str, selector: str = "") -> None:
         self.resource, self.selector = resource, selector
         self.events: list[WatchEvent] = []
-        args = ["get", resource, "--watch", "--output-watch-events", "--output", "json"]
-        if selector:
-            args += ["--selector", selector]
-        self._process = kubectl.popen(*args, stdout=subprocess.PIPE, text=True)
+        self.restarts = 0
+        self._kubectl = kubectl
+        self._known: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._stopping = threading.Event()
+        self._process = self._start(watch_only=False)
+        self._reader = threading.Thread(target=self._run, daemon=True)
         self._reader.start()
 
-    def _read(self) -> None:
-        if self._process.stdout is None:
+    def _start(self, watch_only: bool) -> subprocess.Popen[Any]:
+        args = ["get", self.resource, "--watch", "--output-watch-events", "--output", "json"]
+        if watch_only:
+            args.append("--watch-only")
+        if self.selector:
+            args += ["--selector", self.selector]
+        return self._kubectl.popen(*args, stdout=subprocess.PIPE, text=True)
+
+    def _run(self) -> None:
+        while True:
+            self._read(self._process)
+            if self._stopping.is_set():
+                return
+            self._process.wait()
+            if not self._resync():
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = self._start(watch_only=True)
+                self.restarts += 1
+
+    def _resync(self) -> bool:
+        """Lists the objects again and records what changed; False when stopped meanwhile."""
+        args = ["get", self.resource, "--output", "json"]
+        if self.selector:
+            args += ["--selector", self.selector]
+        while not self._stopping.is_set():
+            result = self._kubectl.run(*args, check=False, timeout=30)
+            if result.returncode == 0:
+                listed = {
+                    item["metadata"]["name"]: item for item in json.loads(result.stdout)["items"]
+                }
+                now = time.monotonic()
+                with self._lock:
+                    for name in sorted(set(self._known) - set(listed)):
+                        self.events.append(WatchEvent(now, "DELETED", self._known.pop(name)))
+                    for name, item in listed.items():
+                        self.events.append(WatchEvent(now, "MODIFIED", item))
+                        self._known[name] = item
+                return True
+            self._stopping.wait(self.RESYNC_RETRY_SECONDS)
+        return False
+
+    def _read(self, process: subprocess.Popen[Any]) -> None:
+        if process.stdout is None:
             raise KubectlError("the watch has no output to read")
         decoder, buffer = json.JSONDecoder(), ""
-        for line in self._process.stdout:
+        for line in process.stdout:
             buffer += line
             # An event ends on a line that ends with its closing brace: decoding is tried
             # there alone, not again for every line of an object that spans several.
@@ -173,15 +227,25 @@ class Watch:
                 except json.JSONDecodeError:
                     break  # an object spans more lines
                 buffer = buffer.lstrip()[end:]
+                if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                    continue
+                name = event["object"]["metadata"]["name"]
                 with self._lock:
                     self.events.append(WatchEvent(time.monotonic(), event["type"], event["object"]))
+                    if event["type"] == "DELETED":
+                        self._known.pop(name, None)
+                    else:
+                        self._known[name] = event["object"]
 
     def snapshot(self) -> list[WatchEvent]:
         with self._lock:
             return list(self.events)
 
     def stop(self) -> list[WatchEvent]:
-        stop_process(self._process)
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        stop_process(process)
         self._reader.join(timeout=STOP_TIMEOUT_SECONDS)
         return self.snapshot()
 

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -293,6 +294,53 @@ class LocalCluster:
         if result.returncode != 0:
             raise ClusterError(f"stop-cluster.sh exited {result.returncode}:\n{result.stderr}")
         return result.stdout
+
+    # --- nodes (add-node.sh, kill-node.sh, remove-node.sh) ----------------------
+
+    def _node_script(self, script: str, *args: str, timeout: float = START_TIMEOUT_SECONDS) -> str:
+        result = subprocess.run(
+            [str(self.bundle / script), *args],
+            env=self._script_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise ClusterError(
+                f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}"
+            )
+        return result.stdout
+
+    def add_node(self, name: str, index: int, zone: str) -> str:
+        """add-node.sh: a worker in its own network namespace, labelled with the zone (the
+        first node becomes zone-a); the first node's images are copied into it. Its output."""
+        return self._node_script("add-node.sh", name, str(index), zone)
+
+    def kill_node(self, name: str) -> str:
+        """kill-node.sh: power loss, every process of the worker SIGKILLed at once."""
+        return self._node_script("kill-node.sh", name, timeout=STOP_TIMEOUT_SECONDS)
+
+    def remove_node(self, name: str) -> str:
+        """remove-node.sh: the worker taken away (also after kill_node), its Node deleted."""
+        return self._node_script("remove-node.sh", name, timeout=STOP_TIMEOUT_SECONDS)
+
+    def pid(self, component: str, node: str | None = None) -> int:
+        """The PID of a component the bundle started: kube-apiserver, kube-proxy, ... of the
+        first node, or of a worker added by add_node."""
+        pids = self.state / "pids" if node is None else self.state / "nodes" / node / "pids"
+        return int((pids / component).read_text().strip())
+
+    @contextlib.contextmanager
+    def paused(self, component: str, node: str | None = None) -> Iterator[int]:
+        """The component stopped (SIGSTOP) for the block, continued (SIGCONT) whatever
+        happens in it; yields its PID."""
+        pid = self.pid(component, node)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def is_up(self) -> bool:
         try:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rehearsal.local import rehearse_locally
+from rehearsal.nodes import rehearse_nodes
 from rehearsal.plot import plot_rehearsal
 from rehearsal.report import human_summary, summary, write_summary
 from rehearsal.scenarios import rehearse_on_cluster
@@ -33,11 +34,22 @@ def main(argv: list[str] | None = None) -> int:
         help="cluster mode: use the running local cluster that $KC_STATE names instead of "
         "starting one (it is left running, with this build deployed again)",
     )
-    parser.add_argument("--out", type=Path, default=Path("build/rehearsal"))
+    parser.add_argument(
+        "--nodes",
+        action="store_true",
+        help="cluster mode: the node scenarios (drain, cluster upgrade, kube-proxy and API "
+        "server stopped, a node's death) on three nodes in three zones; with --attach the "
+        "cluster must have them (rehearsal/nodes.py)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default build/rehearsal[-nodes]")
     options = parser.parse_args(argv)
+    if options.out is None:
+        options.out = Path("build/rehearsal-nodes" if options.nodes else "build/rehearsal")
 
     if options.mode == "local":
         rehearsal = rehearse_locally(options.out / "logs")
+    elif options.nodes:
+        rehearsal = rehearse_nodes(options.out, attach=options.attach)
     else:
         rehearsal = rehearse_on_cluster(options.out, attach=options.attach)
     data = summary(rehearsal)

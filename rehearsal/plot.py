@@ -2,8 +2,11 @@
 
 Top: latency from each request's intended start (p50 and p99 of the answered
 requests per time bin, log scale), each failed request a red mark, each scenario's
-event window shaded by its role and its events as labelled lines. Bottom: requests
-per second by client kind, failed ones in red, so a gap in the load is seen too.
+event window shaded by its role and its events as labelled lines (node events, such as
+a cordon, a drain, a death or a return, in their own colour). Middle: requests per
+second by client kind, failed ones in red, so a gap in the load is seen too. Bottom,
+when the rehearsal recorded them: one lane per pod, drawn while its endpoint was ready,
+coloured by the node (and zone) it ran on.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -31,6 +35,8 @@ FAILED = "#d7191c"
 # they stay visible on the log scale.
 FLOOR_MS = 0.1
 TARGET_BINS = 400
+NODE_EVENT = "#8c2d04"
+NODE_COLOURS = ["#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 
 
 def _merge_close(events: list[Event], within: float) -> list[tuple[float, str]]:
@@ -63,7 +69,15 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
 
     figure = Figure(figsize=(14, 7.5), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)  # renders with Agg: no display, no global pyplot state
-    latency_axes, rate_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    lanes = bool(rehearsal.pod_ready)
+    if lanes:
+        latency_axes, rate_axes, pod_axes = figure.subplots(
+            3, 1, sharex=True, height_ratios=[3, 1, 1.3]
+        )
+        figure.set_figheight(9.5)
+        _pod_lanes(rehearsal, pod_axes, end)
+    else:
+        latency_axes, rate_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
 
     stopped_at: list[float] = []
     for number, scenario in enumerate(rehearsal.scenarios):
@@ -79,7 +93,21 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
             fontweight="bold",
             va="bottom",
         )
-        actions = [event for event in scenario.events if event.pod is None]
+        actions = [event for event in scenario.events if event.pod is None and event.node is None]
+        nodes = [event for event in scenario.events if event.node is not None]
+        for at, label in _merge_close(nodes, end / 80):
+            for axes in (latency_axes, rate_axes):
+                axes.axvline(at, color=NODE_EVENT, linestyle="--", linewidth=1.1)
+            latency_axes.text(
+                at,
+                0.5,
+                f" {label}",
+                transform=latency_axes.get_xaxis_transform(),
+                rotation=90,
+                fontsize=7,
+                va="center",
+                color=NODE_EVENT,
+            )
         for at, label in _merge_close(actions, end / 80):
             latency_axes.axvline(at, color="#444444", linestyle=":", linewidth=0.9)
             latency_axes.text(
@@ -154,7 +182,9 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
     peak = max((sum(column) for column in zip(*rows, strict=True)), default=0.0)
     rate_axes.set_ylim(0, max(peak, 1.0) * 1.4)  # headroom: the legend sits above the load
     rate_axes.set_ylabel("requests/s")
-    rate_axes.set_xlabel("seconds since the load started (by intended start)")
+    (pod_axes if lanes else rate_axes).set_xlabel(
+        "seconds since the load started (by intended start)"
+    )
     rate_axes.set_xlim(0, end * 1.02)
     rate_axes.legend(loc="upper left", fontsize=8, ncols=3)
     rate_axes.grid(True, axis="y", alpha=0.3)
@@ -166,3 +196,28 @@ def plot_rehearsal(rehearsal: Rehearsal, path: Path) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
+
+
+def _pod_lanes(rehearsal: Rehearsal, axes: Axes, end: float) -> None:
+    """One lane per pod, in order of its first change, drawn where its endpoint was ready."""
+    nodes = sorted(set(rehearsal.pod_nodes.values()) | set(rehearsal.node_zones))
+    colours = {node: NODE_COLOURS[i % len(NODE_COLOURS)] for i, node in enumerate(nodes)}
+    pods = sorted(rehearsal.pod_ready, key=lambda pod: rehearsal.pod_ready[pod][0][0])
+    for lane, pod in enumerate(pods):
+        colour = colours.get(rehearsal.pod_nodes.get(pod, ""), "#999999")
+        changes = rehearsal.pod_ready[pod]
+        for (at, ready), following in zip(changes, [*changes[1:], (end, False)], strict=True):
+            if ready:
+                axes.broken_barh([(at, following[0] - at)], (lane - 0.4, 0.8), color=colour)
+    axes.set_yticks(range(len(pods)), [pod.rsplit("-", 1)[-1] for pod in pods], fontsize=6)
+    axes.set_ylim(-1, max(len(pods), 1))
+    axes.set_ylabel("pod endpoint ready")
+    axes.legend(
+        handles=[
+            Patch(color=colours[node], label=f"{node} ({rehearsal.node_zones.get(node, '-')})")
+            for node in nodes
+        ],
+        loc="upper left",
+        fontsize=7,
+        ncols=len(nodes) or 1,
+    )

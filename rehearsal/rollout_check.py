@@ -3,8 +3,10 @@
 The project's open-loop load generator runs as a Kubernetes Job (rollout-check-job.yaml)
 in the app's namespace and sends requests to the Service by its DNS name, both client
 kinds at once, while this script runs `kubectl rollout restart` on the Deployment and
-waits for it. Then it reads every request's record from the Job's log and prints the
-rehearsal's summary; exit 1 when a request failed or the check proved nothing.
+waits for it (or, with --node, cordons and drains that node, as an upgrade does, then
+uncordons it: the load Job is kept off that node). Then it reads every request's record
+from the Job's log and prints the rehearsal's summary; exit 1 when a request failed or the
+check proved nothing.
 
 Only kubectl is needed (context --context, minikube by default): it works on any cluster
 where the app is deployed, and needs no root. With NetworkPolicy enforced (minikube:
@@ -61,7 +63,22 @@ class CheckError(RuntimeError):
     pass
 
 
-def job_manifest(image: str, name: str, host: str, port: int, rate: float, seconds: float) -> str:
+NODE_WARNING = (
+    "rollout-check: WARNING: --node {node} cordons and drains node {node} of context "
+    "{context}: every pod on it is evicted (the app's and any other's), then the node is "
+    "uncordoned. Run it only on a cluster where that is acceptable."
+)
+
+
+def job_manifest(
+    image: str,
+    name: str,
+    host: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    avoid_node: str | None = None,
+) -> str:
     job = yaml.safe_load(JOB_MANIFEST.read_text())
     job["metadata"]["name"] = name
     job["spec"]["activeDeadlineSeconds"] = int(START_TIMEOUT_SECONDS + seconds + FINISH_SECONDS)
@@ -71,6 +88,18 @@ def job_manifest(image: str, name: str, host: str, port: int, rate: float, secon
     container["image"] = image
     container["args"] = [f"--{k}={v}" for k, v in (("host", host), ("port", port))]
     container["args"] += [f"--rate={rate}", f"--seconds={seconds}"]
+    if avoid_node:
+        # The client must not be evicted by the drain it watches.
+        term = {
+            "matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [avoid_node]}
+            ]
+        }
+        pod["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            }
+        }
     return json.dumps(job)
 
 
@@ -120,11 +149,38 @@ class RolloutCheck:
         self.kubectl = Kubectl(options.context, options.namespace)
         self.job = f"{options.deployment}-rollout-check"
 
-    def app_pods(self, selector: str) -> set[str]:
+    def app_pods(self, selector: str, node: str | None = None) -> set[str]:
         return {
             pod["metadata"]["name"]
             for pod in self.kubectl.get_json("pods", "-l", selector)["items"]
+            if node is None or pod["spec"].get("nodeName") == node
         }
+
+    def disrupt(self) -> str:
+        """The event under load: a rollout restart, or a drain of --node; waits for the app
+        to be fully available again. Returns the event's name."""
+        o, kubectl = self.o, self.kubectl
+        if not o.node:
+            kubectl("rollout", "restart", f"deployment/{o.deployment}")
+            kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
+            return "kubectl rollout restart"
+        # kubectl drain cordons, evicts (the PDB decides; refused evictions are retried
+        # every 5 s) and waits for the pods to be gone. The node is uncordoned whatever
+        # happens.
+        try:
+            print(f"rollout-check: draining node {o.node}", file=sys.stderr)
+            kubectl(
+                "drain",
+                o.node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                f"--timeout={o.timeout}s",
+                timeout=o.timeout + 60,
+            )
+        finally:
+            kubectl("uncordon", o.node)
+        kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
+        return f"kubectl drain {o.node}, then uncordon"
 
     def first_line(self) -> float | None:
         # Not checked: until the pod runs, kubectl logs fails.
@@ -148,13 +204,13 @@ class RolloutCheck:
         port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
         # Fully qualified, with the root dot: resolved as is, no search-path lookups first.
         host = f"{o.deployment}.{o.namespace}.svc.{o.cluster_domain}."
-        pods_before = self.app_pods(selector)
+        pods_before = self.app_pods(selector, o.node)
 
         kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=true")
         files = [f"--from-file={name}={path}" for name, path in LOAD_FILES.items()]
         configmap = kubectl("create", "configmap", self.job, *files, "--dry-run=client", "-o=json")
         kubectl("apply", "-f", "-", input=configmap)
-        job = job_manifest(image, self.job, host, port, o.rate, o.seconds)
+        job = job_manifest(image, self.job, host, port, o.rate, o.seconds, o.node)
         kubectl("apply", "-f", "-", input=job)
         try:
             try:
@@ -167,14 +223,14 @@ class RolloutCheck:
             origin = time.monotonic()
             time.sleep(o.steady)
             restart = time.monotonic() - origin
-            kubectl("rollout", "restart", f"deployment/{o.deployment}")
-            kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
+            what = self.disrupt()
             complete = time.monotonic() - origin
-            print(f"rollout-check: rollout restart complete after {complete - restart:.1f} s")
+            print(f"rollout-check: {what}: complete after {complete - restart:.1f} s")
             remaining = max(FINISH_SECONDS, origin + o.seconds + FINISH_SECONDS - time.monotonic())
             outcome = wait_for(self.job_finished, remaining, "end of the load Job", interval=1.0)
             log = kubectl("logs", f"job/{self.job}", timeout=300)
             pods_after = self.app_pods(selector)
+            on_node_after = self.app_pods(selector, o.node) if o.node else set()
         finally:
             kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=false")
             kubectl("delete", "configmap", self.job, "--ignore-not-found")
@@ -182,11 +238,18 @@ class RolloutCheck:
             raise CheckError(f"the load Job {outcome}:\n{log[-2000:]}")
         _, records = parse_log(log)
 
-        scenario = Scenario("rollout restart", Role.ROLLOUT, 0.0, restart, o.seconds)
-        scenario.events = [
-            Event(restart, "kubectl rollout restart"),
-            Event(complete, "rollout complete"),
-        ]
+        if o.node:
+            scenario = Scenario(f"drain {o.node}", Role.DISRUPTION, 0.0, restart, o.seconds)
+            scenario.events = [
+                Event(restart, f"kubectl drain {o.node}", node=o.node),
+                Event(complete, "drained, uncordoned, app available", node=o.node),
+            ]
+        else:
+            scenario = Scenario("rollout restart", Role.ROLLOUT, 0.0, restart, o.seconds)
+            scenario.events = [
+                Event(restart, "kubectl rollout restart"),
+                Event(complete, "rollout complete"),
+            ]
         during = summarize(records, restart, o.seconds)
         rolling = summarize(records, restart, complete)
         whole = summarize(records)
@@ -206,10 +269,11 @@ class RolloutCheck:
                 f"{o.seconds - complete:.1f} s (--seconds {o.seconds:g})",
             ),
             Gate(
-                "every pod was replaced",
-                bool(pods_after) and not pods_before & pods_after,
-                f"{len(pods_before)} before, {len(pods_after)} after, "
-                f"{len(pods_before & pods_after)} kept",
+                f"every pod on node {o.node} was replaced" if o.node else "every pod was replaced",
+                bool(pods_before) and bool(pods_after) and not pods_before & pods_after,
+                f"{len(pods_before)} before{f' on {o.node}' if o.node else ''}, "
+                f"{len(pods_after)} after, {len(pods_before & pods_after)} kept"
+                + (f"; {len(on_node_after)} on {o.node} after the uncordon" if o.node else ""),
             ),
         ]
         return {
@@ -218,6 +282,7 @@ class RolloutCheck:
             "rate_per_s": o.rate,
             "requests": whole.requests,
             "failed": whole.failed,
+            "node": o.node,
             "rollout_s": round(complete - restart, 3),
             "requests_while_rolling": rolling.requests,
             "scenarios": [scenario_summary(records, scenario)],
@@ -256,8 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steady", type=float, default=10.0, help="seconds before the restart")
     parser.add_argument("--timeout", type=int, default=300, help="for the rollout, seconds")
+    parser.add_argument(
+        "--node",
+        default=None,
+        help="drain this node (cordon, evict, uncordon) instead of a rollout restart: "
+        "DISRUPTS A REAL NODE",
+    )
     parser.add_argument("--out", type=Path, default=Path("build/rollout-check/summary.json"))
     options = parser.parse_args(argv)
+    if options.node:
+        print(NODE_WARNING.format(node=options.node, context=options.context), file=sys.stderr)
     try:
         data = RolloutCheck(options).run()
     except (CheckError, KubectlError, WaitTimeoutError, subprocess.TimeoutExpired) as error:

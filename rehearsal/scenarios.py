@@ -165,6 +165,7 @@ class Stage:
     rehearsal: Rehearsal
     log_dir: Path
     killed: dict[str, float] = field(default_factory=dict)  # pod -> when its SIGKILL went
+    steady_seconds: float = STEADY_SECONDS
 
     # --- helpers -------------------------------------------------------------------
 
@@ -172,8 +173,8 @@ class Stage:
     def current(self) -> Scenario:
         return self.rehearsal.scenarios[-1]
 
-    def event(self, what: str) -> None:
-        self.current.events.append(Event(self.run.elapsed(), what))
+    def event(self, what: str, node: str | None = None) -> None:
+        self.current.events.append(Event(self.run.elapsed(), what, node=node))
         log(f"{self.run.elapsed():7.1f} s  {what}")
 
     def kubectl(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
@@ -212,7 +213,7 @@ class Stage:
         log(f"{self.run.elapsed():7.1f} s  --- {name} ({role})")
         before = self.wait_steady()
         seen = set().union(*self.revisions(before).values())
-        time.sleep(STEADY_SECONDS)
+        time.sleep(self.steady_seconds)
         self.current.event_start = self.run.elapsed()
         act(before)
         after = self.wait_steady()
@@ -361,6 +362,10 @@ class Stage:
             pod: [(at - origin, ready) for at, ready in changes]
             for pod, changes in endpoint_readiness(self.observer.slices.snapshot()).items()
         }
+        self.rehearsal.pod_ready = readiness
+        for watched in self.observer.pods.snapshot():
+            if node := watched.object.get("spec", {}).get("nodeName"):
+                self.rehearsal.pod_nodes[watched.object["metadata"]["name"]] = node
         for scenario in self.rehearsal.scenarios:
             stopped: dict[str, tuple[float | None, float]] = {}  # pod -> (signal, not before)
             for pod, (arrived, accepted) in deletions.items():
