@@ -177,7 +177,7 @@ rollout: ## Rebuild the image into minikube and roll the Deployment to it (or re
 		&& $(DEPLOY_ENV) scripts/k8s/deploy.sh roll "$$ref"
 
 .PHONY: smoke
-smoke: ## Port-forward the minikube Service to localhost and run scripts/smoke.sh against it
+smoke: ## Port-forward the Service's http port and a pod's metrics port to localhost; run scripts/smoke.sh against them
 	scripts/k8s/port_forward_smoke.sh $(MINIKUBE_PROFILE) $(K8S_NAMESPACE) $(K8S_APP)
 
 .PHONY: test-cluster

@@ -23,9 +23,9 @@ if [[ -t 0 ]]; then
   tty_args=(--interactive --tty)
 fi
 
-echo "build_and_run: serving $image on http://127.0.0.1:$port"
+echo "build_and_run: serving $image on http://127.0.0.1:$port (/metrics on http://127.0.0.1:${METRICS_PORT:-9797})"
 # Host network, listening on loopback only: reachable from this machine, from nowhere else.
 exec "$docker_cli" run --rm --network=host "${tty_args[@]}" \
-  --env HOST=127.0.0.1 --env "PORT=$port" "${salt_args[@]}" \
+  --env HOST=127.0.0.1 --env "PORT=$port" --env "METRICS_PORT=${METRICS_PORT:-9797}" "${salt_args[@]}" \
   --read-only --cap-drop ALL --security-opt no-new-privileges --memory 128m \
   "$image"
