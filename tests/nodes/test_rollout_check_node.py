@@ -8,7 +8,7 @@ import time
 
 from proving.local_cluster import LocalCluster
 from proving.manifests import REPO
-from tests.cluster.conftest import report
+from tests.nodes.conftest import report
 
 SUMMARY = REPO / "build" / "rollout-check" / "summary.json"
 RATE, SECONDS = 100, 50
