@@ -424,6 +424,17 @@ class NodeStage(Stage):
 
     # --- judged after the run -------------------------------------------------------
 
+    def record_pod_lanes(self) -> None:
+        """Each pod's endpoint readiness and node, for the plot's pod lanes."""
+        origin = self.run.origin
+        self.rehearsal.pod_ready = {
+            pod: [(at - origin, ready) for at, ready in changes]
+            for pod, changes in endpoint_readiness(self.observer.slices.snapshot()).items()
+        }
+        for watched in self.observer.pods.snapshot():
+            if node := watched.object.get("spec", {}).get("nodeName"):
+                self.rehearsal.pod_nodes[watched.object["metadata"]["name"]] = node
+
     def judge_pdb(self) -> None:
         """Per drain scenario: the fewest ready endpoints while it ran, gated against what
         the PDB allows (the replica count less maxUnavailable)."""
