@@ -189,7 +189,7 @@ rehearse: install ## Prove zero downtime on a local cluster of its own: scenario
 	$(PY) -m rehearsal
 
 .PHONY: rehearse-nodes
-rehearse-nodes: install ## The same on three nodes in three zones: drains, an upgrade, control plane and kube-proxy stopped, a node's death (~8 min; root)
+rehearse-nodes: install ## The same on three nodes in three zones: drains, an upgrade, control plane and kube-proxy stopped, a node's death (~9 min; root)
 	$(PY) -m rehearsal --nodes
 
 # The in-cluster check's load: requests per second, and seconds (10 s steady, the rollout,

@@ -44,7 +44,7 @@ from proving.docker import build_image, engine_problem
 from proving.kubectl import Watch
 from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, started
 from proving.manifests import MANIFEST, load_documents, only
-from proving.openloop import LoadPlan, LoadRun, Target, in_window
+from proving.openloop import LoadPlan, LoadRun, Target, in_window, summarize
 from proving.steady import is_ready
 from rehearsal import conntrack
 from rehearsal.observe import Observer, endpoint_readiness, turned_not_ready
@@ -177,6 +177,8 @@ class NodeStage(Stage):
     zones: dict[str, str] = field(default_factory=dict)
     death: NodeDeath | None = None
     sampler: conntrack.ConntrackSampler | None = None
+    # scenario name -> (SIGSTOP, SIGCONT) of the API server, on the load's clock
+    stopped_windows: dict[str, tuple[float, float]] = field(default_factory=dict)
     # scenario name -> extra gates to judge once the readiness history is complete
     pdb_scenarios: list[str] = field(default_factory=list)
 
@@ -281,7 +283,9 @@ class NodeStage(Stage):
             restarts = self.watch_restarts()
             with self.cluster.paused(component, node) as pid:
                 self.event(f"SIGSTOP {component} on {where} (pid {pid})", node=where)
+                stopped = self.run.elapsed()
                 time.sleep(seconds)
+            self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
             self.event(f"SIGCONT {component} on {where}", node=where)
             if component == "kube-apiserver":
                 self.resynced(restarts)
@@ -420,6 +424,17 @@ class NodeStage(Stage):
 
     # --- judged after the run -------------------------------------------------------
 
+    def record_pod_lanes(self) -> None:
+        """Each pod's endpoint readiness and node, for the plot's pod lanes."""
+        origin = self.run.origin
+        self.rehearsal.pod_ready = {
+            pod: [(at - origin, ready) for at, ready in changes]
+            for pod, changes in endpoint_readiness(self.observer.slices.snapshot()).items()
+        }
+        for watched in self.observer.pods.snapshot():
+            if node := watched.object.get("spec", {}).get("nodeName"):
+                self.rehearsal.pod_nodes[watched.object["metadata"]["name"]] = node
+
     def judge_pdb(self) -> None:
         """Per drain scenario: the fewest ready endpoints while it ran, gated against what
         the PDB allows (the replica count less maxUnavailable)."""
@@ -441,6 +456,33 @@ class NodeStage(Stage):
                         f"{self.max_unavailable}: at least {floor})",
                     )
                 )
+
+    def judge_api_outage(self, records: list[Any]) -> None:
+        """The long API-server stop is a fault scenario: what is gated is the data plane while
+        the API server is away (0 failed); what its return costs is reported. An outage
+        longer than the node-monitor grace period (40 s) ends with the node lifecycle
+        controller, which saw no heartbeat meanwhile, marking nodes NotReady and their pods
+        not ready before the kubelets renew their leases: measured once, every node, the
+        Service empty for ~4 s (407 new connections refused); another time one node, nothing
+        lost (docs/operating.md, "The control plane away")."""
+        for scenario in self.rehearsal.scenarios:
+            if scenario.name not in self.stopped_windows:
+                continue
+            stopped, resumed = self.stopped_windows[scenario.name]
+            away = summarize(records, stopped, resumed)
+            after = summarize(records, resumed, scenario.end)
+            scenario.measurements["failed_while_stopped"] = away.failed
+            scenario.measurements["failed_after_return"] = after.failed
+            scenario.measurements["errors_after_return"] = after.errors_by_kind
+            self.rehearsal.checks.append(
+                Gate(
+                    f"0 failed requests while the API server was stopped ({scenario.name})",
+                    away.failed == 0 and away.requests > 0,
+                    f"{away.failed:,} of {away.requests:,} failed in the "
+                    f"{resumed - stopped:.0f} s it was stopped; after its return "
+                    f"{after.failed:,} of {after.requests:,} (reported)",
+                )
+            )
 
     def judge_failures(self, records: list[Any], timeout: float) -> None:
         """Per scenario with failed requests: which node's pods their connections went to
@@ -628,9 +670,10 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
                 Role.DISRUPTION,
                 stage.pause("kube-proxy", PROXY_PAUSE_SECONDS),
             )
+            # A fault, not a disruption: its return can cost requests (judge_api_outage).
             stage.scenario(
                 "API server stopped 60 s",
-                Role.DISRUPTION,
+                Role.FAULT,
                 stage.pause("kube-apiserver", API_PAUSE_STEADY_SECONDS),
             )
             stage.scenario(
@@ -648,6 +691,7 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         sampler.stop()
         failed = sorted((r for r in run.records if not r.ok), key=lambda r: r.intended)
         stage.judge_pdb()
+        stage.judge_api_outage(run.records)
         stage.judge_failures(failed, plan.timeout)
         stage.judge_node_death(run.records, plan.timeout)
         return rehearsal

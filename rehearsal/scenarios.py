@@ -362,10 +362,6 @@ class Stage:
             pod: [(at - origin, ready) for at, ready in changes]
             for pod, changes in endpoint_readiness(self.observer.slices.snapshot()).items()
         }
-        self.rehearsal.pod_ready = readiness
-        for watched in self.observer.pods.snapshot():
-            if node := watched.object.get("spec", {}).get("nodeName"):
-                self.rehearsal.pod_nodes[watched.object["metadata"]["name"]] = node
         for scenario in self.rehearsal.scenarios:
             stopped: dict[str, tuple[float | None, float]] = {}  # pod -> (signal, not before)
             for pod, (arrived, accepted) in deletions.items():

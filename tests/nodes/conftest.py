@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,23 @@ from proving.docker import build_image, engine_problem
 from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, host_network_state
 from proving.manifests import REPO
 from rehearsal.nodes import add_workers, keep_cluster_logs
-from tests.cluster.conftest import leftovers, report
+from tests.cluster.conftest import leftovers
 from tests.support.needs import require
 
 HERE = Path(__file__).parent
+_numbers: list[str] = []
+
+
+def report(line: str) -> None:
+    """A number worth reading in CI's log: printed in the summary at the end of the run."""
+    _numbers.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _numbers:
+        terminalreporter.section("three-node cluster: numbers measured")
+        for line in _numbers:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(tryfirst=True)  # marked before `-m cluster` / `-m "not cluster"` select

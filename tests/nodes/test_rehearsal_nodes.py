@@ -15,7 +15,7 @@ from matplotlib.image import imread
 
 from proving.local_cluster import LocalCluster
 from proving.manifests import REPO
-from tests.cluster.conftest import report
+from tests.nodes.conftest import report
 
 OUT = REPO / "build" / "rehearsal-nodes"
 # About 6 minutes of load plus a deploy here; bounded on a busy machine.
@@ -25,7 +25,7 @@ SCENARIOS = {
     "cluster upgrade": "disruption",
     "scale 3 -> 6 -> 3": "disruption",
     "kube-proxy stopped 30 s": "disruption",
-    "API server stopped 60 s": "disruption",
+    "API server stopped 60 s": "fault",
     "API server stopped mid-rollout": "rollout",
     "node death m03": "fault",
 }
@@ -61,6 +61,7 @@ def test_the_node_rehearsal_loses_nothing_but_the_dead_nodes_share(
             assert scenario["failed"] == 0, (name, scenario["errors_by_kind"])
             assert min(scenario["requests_by_client"].values()) >= 100, scenario
     gates = {gate["name"] for gate in data["gates"]}
+    assert "0 failed requests while the API server was stopped (API server stopped 60 s)" in gates
     assert "the PDB never violated in cluster upgrade" in gates
     assert "node death: every failed request went to the dead node's pod (conntrack)" in gates
     # The node death lost requests (the run can see failures), of the kinds a dead host
