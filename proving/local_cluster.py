@@ -231,6 +231,7 @@ class LocalCluster:
         """Copies an image from the local Docker engine into the node's containerd; returns
         the seconds it took (0 when the node has it already: a reference names one build)."""
         if self.has_image(ref):
+            self._copy_to_workers(ref)
             return 0.0
         started = time.monotonic()
         with subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE) as save:
@@ -240,7 +241,46 @@ class LocalCluster:
             save.wait(timeout=IMPORT_TIMEOUT_SECONDS)
         if save.returncode != 0 or imported.returncode != 0 or not self.has_image(ref):
             raise ClusterError(f"importing {ref} failed: {imported.stderr.decode()[-2000:]}")
+        self._copy_to_workers(ref)
         return time.monotonic() - started
+
+    def _copy_to_workers(self, ref: str) -> None:
+        """The image copied from the first node into every worker add_node added, as
+        `minikube image load` loads it into every node of a multi-node minikube."""
+        name = _containerd_name(ref)
+        for socket in sorted(RUN_DIR.glob("nodes/*/containerd/containerd.sock")):
+            worker = ["ctr", "-a", str(socket), "-n", "k8s.io"]
+            listed = subprocess.run(
+                [*worker, "images", "ls", "-q"], capture_output=True, text=True, timeout=60
+            )
+            if name in listed.stdout.split():
+                continue
+            with subprocess.Popen(
+                [
+                    "ctr",
+                    "-a",
+                    str(self.containerd_socket),
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "export",
+                    "-",
+                    name,
+                ],
+                stdout=subprocess.PIPE,
+            ) as export:
+                imported = subprocess.run(
+                    [*worker, "images", "import", "-"],
+                    stdin=export.stdout,
+                    capture_output=True,
+                    timeout=IMPORT_TIMEOUT_SECONDS,
+                )
+                export.wait(timeout=IMPORT_TIMEOUT_SECONDS)
+            if export.returncode != 0 or imported.returncode != 0:
+                raise ClusterError(
+                    f"copying {ref} to {socket.parent.parent.name} failed: "
+                    f"{imported.stderr.decode()[-2000:]}"
+                )
 
     def task_pid(self, container_id: str) -> int:
         """The host PID of a running container's main process, from the node's containerd

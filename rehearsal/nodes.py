@@ -285,7 +285,8 @@ class NodeStage(Stage):
                 self.event(f"SIGSTOP {component} on {where} (pid {pid})", node=where)
                 stopped = self.run.elapsed()
                 time.sleep(seconds)
-            self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
+            if component == "kube-apiserver":
+                self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
             self.event(f"SIGCONT {component} on {where}", node=where)
             if component == "kube-apiserver":
                 self.resynced(restarts)
@@ -688,6 +689,7 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
             rehearsal.scenarios[-1].end = run.elapsed()
         rehearsal.records = run.records
         stage.record_terminations()
+        stage.record_pod_lanes()
         sampler.stop()
         failed = sorted((r for r in run.records if not r.ok), key=lambda r: r.intended)
         stage.judge_pdb()
