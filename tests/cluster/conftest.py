@@ -52,6 +52,7 @@ from proving.service import http_get as get
 from proving.steady import steady_pods as steady_in
 from tests.cluster.prometheus import ClusterPrometheus, bundle_binary
 from tests.support.needs import require
+from tests.support.numbers import MeasuredNumbers
 
 NAMESPACE = "user-hasher"
 APP = "user-hasher"
@@ -102,19 +103,12 @@ spec:
           resources: {requests: {cpu: 100m, memory: 200Mi}}
 """
 
-_numbers: list[str] = []
-
-
-def report(line: str) -> None:
-    """A number worth reading in CI's log: printed in the summary at the end of the run."""
-    _numbers.append(line)
+NUMBERS = MeasuredNumbers("live cluster: numbers measured")
+report = NUMBERS.report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _numbers:
-        terminalreporter.section("live cluster: numbers measured")
-        for line in _numbers:
-            terminalreporter.write_line(line)
+    NUMBERS.write_summary(terminalreporter)
 
 
 @pytest.hookimpl(tryfirst=True)  # marked before `-m cluster` / `-m "not cluster"` select

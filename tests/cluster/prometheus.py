@@ -22,6 +22,7 @@ import yaml
 from proving.local_cluster import LocalCluster
 from proving.manifests import REPO
 from proving.prometheus import PrometheusServer
+from tests.cluster.pods import restricted_pod
 from tests.support.prometheus_rules import write_rule_file
 
 BUNDLE_ENV = "PROMETHEUS_BUNDLE"
@@ -150,51 +151,31 @@ def in_cluster_pod(namespace: str, image: str, binary_dir: Path, config_map: str
     """A pod running the bundle's Prometheus (unpacked in `binary_dir` on the node, mounted
     read-only: the node has no Prometheus image, and the binary is static) with the config in
     `config_map` (key prometheus.yml), as uid 10001 with a read-only root filesystem."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "prometheus", "namespace": namespace},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 10001,
-                "runAsGroup": 10001,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "prometheus",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": [
-                        f"{_POD_BINARY_DIR}/prometheus",
-                        f"--config.file={_POD_CONFIG_DIR}/prometheus.yml",
-                        "--storage.tsdb.path=/prometheus",
-                        f"--web.listen-address=0.0.0.0:{IN_CLUSTER_PORT}",
-                    ],
-                    "ports": [{"name": "web", "containerPort": IN_CLUSTER_PORT}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/-/ready", "port": IN_CLUSTER_PORT},
-                        "periodSeconds": 1,
-                    },
-                    "volumeMounts": [
-                        {"name": "binary", "mountPath": _POD_BINARY_DIR, "readOnly": True},
-                        {"name": "config", "mountPath": _POD_CONFIG_DIR, "readOnly": True},
-                        {"name": "data", "mountPath": "/prometheus"},
-                    ],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
+    return restricted_pod(
+        "prometheus",
+        namespace,
+        {
+            "image": image,
+            "command": [
+                f"{_POD_BINARY_DIR}/prometheus",
+                f"--config.file={_POD_CONFIG_DIR}/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+                f"--web.listen-address=0.0.0.0:{IN_CLUSTER_PORT}",
             ],
-            "volumes": [
-                {"name": "binary", "hostPath": {"path": str(binary_dir), "type": "Directory"}},
-                {"name": "config", "configMap": {"name": config_map}},
-                {"name": "data", "emptyDir": {}},
+            "ports": [{"name": "web", "containerPort": IN_CLUSTER_PORT}],
+            "readinessProbe": {
+                "httpGet": {"path": "/-/ready", "port": IN_CLUSTER_PORT},
+                "periodSeconds": 1,
+            },
+            "volumeMounts": [
+                {"name": "binary", "mountPath": _POD_BINARY_DIR, "readOnly": True},
+                {"name": "config", "mountPath": _POD_CONFIG_DIR, "readOnly": True},
+                {"name": "data", "mountPath": "/prometheus"},
             ],
         },
-    }
+        volumes=[
+            {"name": "binary", "hostPath": {"path": str(binary_dir), "type": "Directory"}},
+            {"name": "config", "configMap": {"name": config_map}},
+            {"name": "data", "emptyDir": {}},
+        ],
+    )

@@ -38,6 +38,7 @@ from tests.cluster.conftest import (
     report,
     wait_steady,
 )
+from tests.cluster.pods import restricted_pod
 from tests.cluster.prometheus import (
     IN_CLUSTER_PORT,
     bundle_binary,
@@ -133,34 +134,11 @@ def try_from(cluster: LocalCluster, namespace: str, pod: str, *targets: str) -> 
 def client_pod(image: str, namespace: str) -> dict[str, Any]:
     """A pod in `namespace`, running the app's image (the only image the node has) as an idle
     shell for `kubectl exec`; it exits by itself."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client", "namespace": namespace},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 10001,
-                "runAsGroup": 10001,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "client",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": [PYTHON, "-c", "import time; time.sleep(600)"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
+    return restricted_pod(
+        "client",
+        namespace,
+        {"image": image, "command": [PYTHON, "-c", "import time; time.sleep(600)"]},
+    )
 
 
 @contextlib.contextmanager

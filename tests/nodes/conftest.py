@@ -27,21 +27,15 @@ from proving.manifests import REPO
 from rehearsal.nodes import add_workers, keep_cluster_logs
 from tests.cluster.conftest import leftovers
 from tests.support.needs import require
+from tests.support.numbers import MeasuredNumbers
 
 HERE = Path(__file__).parent
-_numbers: list[str] = []
-
-
-def report(line: str) -> None:
-    """A number worth reading in CI's log: printed in the summary at the end of the run."""
-    _numbers.append(line)
+NUMBERS = MeasuredNumbers("three-node cluster: numbers measured")
+report = NUMBERS.report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _numbers:
-        terminalreporter.section("three-node cluster: numbers measured")
-        for line in _numbers:
-            terminalreporter.write_line(line)
+    NUMBERS.write_summary(terminalreporter)
 
 
 @pytest.hookimpl(tryfirst=True)  # marked before `-m cluster` / `-m "not cluster"` select
