@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,14 @@ from typing import IO, Any
 KUBECTL_TIMEOUT_SECONDS = 120.0
 # A watch or log follower asked to stop: how long it may take to go.
 STOP_TIMEOUT_SECONDS = 10.0
+# Where the API serves the resources a Watch follows (group/version, namespaced): a watch that
+# lost its connection lists and watches them by path, from the list's resourceVersion.
+API_PATHS = {
+    "pods": ("/api/v1", True),
+    "nodes": ("/api/v1", False),
+    "endpointslices": ("/apis/discovery.k8s.io/v1", True),
+    "deployments": ("/apis/apps/v1", True),
+}
 
 
 class KubectlError(RuntimeError):
@@ -148,10 +157,13 @@ class Watch:
 
     A watch outlives the API server going away (stopped, restarted): kubectl exits when its
     connection is lost, and the watch then lists the objects again (retrying every
-    RESYNC_RETRY_SECONDS) and goes on watching. What changed while it was away arrives as
-    events stamped with the relist's arrival: MODIFIED for every listed object, DELETED
-    for every object it knew that the list lacks. ERROR events (a Status, no object) are
-    not recorded."""
+    RESYNC_RETRY_SECONDS) and goes on watching from that list's resourceVersion, so nothing
+    that changes between the list and the new watch is missed (a `--watch-only` started
+    after the list missed it: once a pod that turned ready again in that gap stayed not
+    ready to the watch for good). What changed while it was away arrives as events stamped
+    with the relist's arrival: MODIFIED for every listed object, DELETED for every object it
+    knew that the list lacks. ERROR events (a Status, no object; a resourceVersion too old
+    ends the watch with one, and it lists again) are not recorded."""
 
     RESYNC_RETRY_SECONDS = 1.0
 
@@ -163,17 +175,20 @@ class Watch:
         self._known: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._process = self._start(watch_only=False)
+        args = ["get", self.resource, "--watch", "--output-watch-events", "--output", "json"]
+        if self.selector:
+            args += ["--selector", self.selector]
+        self._process = self._kubectl.popen(*args, stdout=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._run, daemon=True)
         self._reader.start()
 
-    def _start(self, watch_only: bool) -> subprocess.Popen[Any]:
-        args = ["get", self.resource, "--watch", "--output-watch-events", "--output", "json"]
-        if watch_only:
-            args.append("--watch-only")
+    def _url(self, **query: str) -> str:
+        """The resource's API path (in the kubectl's namespace, or `default`) with a query."""
+        group, namespaced = API_PATHS[self.resource]
+        scope = f"/namespaces/{self._kubectl.namespace or 'default'}" if namespaced else ""
         if self.selector:
-            args += ["--selector", self.selector]
-        return self._kubectl.popen(*args, stdout=subprocess.PIPE, text=True)
+            query["labelSelector"] = self.selector
+        return f"{group}{scope}/{self.resource}?{urllib.parse.urlencode(query)}"
 
     def _run(self) -> None:
         while True:
@@ -181,25 +196,24 @@ class Watch:
             if self._stopping.is_set():
                 return
             self._process.wait()
-            if not self._resync():
-                return
+            version = self._resync()
             with self._lock:
-                if self._stopping.is_set():
+                if version is None or self._stopping.is_set():
                     return
-                self._process = self._start(watch_only=True)
+                url = self._url(watch="1", resourceVersion=version)
+                self._process = self._kubectl.popen(
+                    "get", "--raw", url, stdout=subprocess.PIPE, text=True
+                )
                 self.restarts += 1
 
-    def _resync(self) -> bool:
-        """Lists the objects again and records what changed; False when stopped meanwhile."""
-        args = ["get", self.resource, "--output", "json"]
-        if self.selector:
-            args += ["--selector", self.selector]
+    def _resync(self) -> str | None:
+        """Lists the objects again and records what changed; returns the list's
+        resourceVersion, None when stopped meanwhile."""
         while not self._stopping.is_set():
-            result = self._kubectl.run(*args, check=False, timeout=30)
+            result = self._kubectl.run("get", "--raw", self._url(), check=False, timeout=30)
             if result.returncode == 0:
-                listed = {
-                    item["metadata"]["name"]: item for item in json.loads(result.stdout)["items"]
-                }
+                listing = json.loads(result.stdout)
+                listed = {item["metadata"]["name"]: item for item in listing["items"]}
                 now = time.monotonic()
                 with self._lock:
                     for name in sorted(set(self._known) - set(listed)):
@@ -207,9 +221,9 @@ class Watch:
                     for name, item in listed.items():
                         self.events.append(WatchEvent(now, "MODIFIED", item))
                         self._known[name] = item
-                return True
+                return str(listing["metadata"]["resourceVersion"])
             self._stopping.wait(self.RESYNC_RETRY_SECONDS)
-        return False
+        return None
 
     def _read(self, process: subprocess.Popen[Any]) -> None:
         if process.stdout is None:

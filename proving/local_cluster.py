@@ -382,6 +382,31 @@ class LocalCluster:
         finally:
             os.kill(pid, signal.SIGCONT)
 
+    def stop_component(self, component: str) -> list[str]:
+        """Stop a first-node component the way a crash would end it (SIGKILL); returns the
+        command line to start it again with (start_component)."""
+        pid = self.pid(component)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _is_gone(pid), 10, f"{component} gone")
+        return [part.decode() for part in command]
+
+    def start_component(self, component: str, command: list[str]) -> int:
+        """Start a first-node component again as start-cluster.sh started it (its own
+        session, appending to its log, its PID file rewritten, so stop-cluster.sh stops the
+        new process); returns the new PID."""
+        log = self.state / "logs" / f"{component}.log"
+        started = subprocess.run(
+            ["sh", "-c", f'setsid "$@" >>"{log}" 2>&1 </dev/null & echo $!', "sh", *command],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        pid = int(started.stdout.strip())
+        (self.state / "pids" / component).write_text(f"{pid}\n")
+        return pid
+
     def is_up(self) -> bool:
         try:
             return self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
@@ -441,6 +466,14 @@ def started(
         yield cluster
     finally:
         cluster.stop()
+
+
+def _is_gone(pid: int) -> bool:
+    """No such process, or one that has exited and waits for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _containerd_name(ref: str) -> str:

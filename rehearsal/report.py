@@ -297,15 +297,17 @@ def _not_ready(seconds: dict[str, float | None]) -> str:
 
 def scenario_rows(scenarios: list[dict[str, Any]]) -> list[str]:
     """A table of scenario_summary()s: a header, then a line per scenario."""
+    # The name column as wide as the longest name (one space to spare), at least 25.
+    width = max([25, *(len(s["name"]) + 1 for s in scenarios)])
     lines = [
-        f"{'scenario':<25}{'role':<17}{'requests':>9}{'failed':>7}  {'steady':>12}"
+        f"{'scenario':<{width}}{'role':<17}{'requests':>9}{'failed':>7}  {'steady':>12}"
         f"{'during':>13}  {'SIGTERM->not ready':<20} errors",
-        f"{'':<60}{'p50/p99 ms':>12}{'p50/p99 ms':>13}  {'ms, per pod':<20}",
+        f"{'':<{width + 35}}{'p50/p99 ms':>12}{'p50/p99 ms':>13}  {'ms, per pod':<20}",
     ]
     for s in scenarios:
         errors = ", ".join(f"{kind} {count}" for kind, count in s["errors_by_kind"].items())
         lines.append(
-            f"{s['name']:<25}{s['role']:<17}{s['requests']:>9,}{s['failed']:>7,}  "
+            f"{s['name']:<{width}}{s['role']:<17}{s['requests']:>9,}{s['failed']:>7,}  "
             f"{_percentiles(s['steady']):>12}{_percentiles(s['during']):>13}  "
             f"{_not_ready(s['sigterm_to_not_ready_s']):<20} {errors or '-'}".rstrip()
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from proving.contract import CONTRACT_BODY, CONTRACT_TARGET
 from proving.manifests import REPO, Doc, only
 from proving.minikube_stand_in import operator_path
 from proving.service import answers_ready, free_port, http_get
@@ -284,8 +285,8 @@ def test_build_and_run_needs_only_docker_and_bash(tmp_path: Path) -> None:
             )
             assert served, "build_and_run.sh did not serve within 600 s"
             assert process.poll() is None, "build_and_run.sh exited"
-            status, _, body = http_get(port, "/user_hash?user_id=TESTUSERID")
-            assert (status, body) == (200, b'"9f1021612c2a810d26472a66e4064f6608d52fd3"')
+            status, _, body = http_get(port, CONTRACT_TARGET)
+            assert (status, body) == (200, CONTRACT_BODY)
         finally:
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=120)

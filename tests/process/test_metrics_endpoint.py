@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proving.contract import CONTRACT_BODY
+from proving.contract import CONTRACT_BODY, CONTRACT_TARGET
 from proving.service import ServiceProcess, http_get
 from tests.conftest import SALT
 from tests.metrics_text import (
@@ -58,10 +58,10 @@ def test_metrics_on_the_metrics_port_only_and_the_service_on_the_service_port_on
     assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     before = by_response(body.decode(), RESPONSES)  # the readiness wait's probes
     assert "user_hasher_build_info{" in body.decode()
-    status, _, body = http_get(service.port, "/user_hash?user_id=TESTUSERID")
+    status, _, body = http_get(service.port, CONTRACT_TARGET)
     assert (status, body) == (200, CONTRACT_BODY)
     # Each port refuses the other's paths; the probes stay on the service port.
-    for target in ("/user_hash?user_id=TESTUSERID", "/healthz", "/readyz", "/"):
+    for target in (CONTRACT_TARGET, "/healthz", "/readyz", "/"):
         status, headers, body = http_get(service.metrics_port, target)
         assert (status, json.loads(body)) == (404, NOT_FOUND), target
         assert headers["content-type"] == "application/json"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proving.contract import CONTRACT_BODY, CONTRACT_SALT
+from proving.contract import CONTRACT_BODY, CONTRACT_SALT, CONTRACT_TARGET
 from proving.openloop import LoadPlan, LoadRun, Target, keep_alive_closes
 from proving.service import ServiceProcess, http_get
 from proving.waiting import wait_until
@@ -36,7 +36,7 @@ def raw_request(port: int, data: bytes) -> bytes:
 
 def test_contract_over_http(start_service: StartService) -> None:
     service = start_service(USER_SALT="TESTSALT")
-    status, headers, body = http_get(service.port, "/user_hash?user_id=TESTUSERID")
+    status, headers, body = http_get(service.port, CONTRACT_TARGET)
     assert (status, body) == (200, CONTRACT_BODY)
     assert headers["content-type"] == "application/json"
 
@@ -106,9 +106,9 @@ def test_oversized_request_line_and_headers_are_refused_without_harm(
         assert raw_request(service.port, huge_header).startswith(b"HTTP/1.1 431")
         assert raw_request(service.port, b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
         # A connection opened before the abuse still works, and so do new ones.
-        keep_alive.request("GET", "/user_hash?user_id=TESTUSERID")
+        keep_alive.request("GET", CONTRACT_TARGET)
         assert keep_alive.getresponse().read() == CONTRACT_BODY
-        assert http_get(service.port, "/user_hash?user_id=TESTUSERID")[2] == CONTRACT_BODY
+        assert http_get(service.port, CONTRACT_TARGET)[2] == CONTRACT_BODY
     finally:
         keep_alive.close()
 
@@ -160,7 +160,7 @@ def test_content_length_with_transfer_encoding_closes_the_connection(
     assert json.loads(body) == {"error": "request has both Content-Length and Transfer-Encoding"}
     assert answer.count(b"HTTP/1.1") == 1, "the pipelined request was served"
     # The server itself is fine: the next connection is served as usual.
-    assert http_get(service.port, "/user_hash?user_id=TESTUSERID")[2] == CONTRACT_BODY
+    assert http_get(service.port, CONTRACT_TARGET)[2] == CONTRACT_BODY
     assert '"status": 400' in service.output
 
 

@@ -24,15 +24,21 @@ def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         # What a lost connection can end with: a Status, no object name.
         {"type": "ERROR", "object": {"kind": "Status", "metadata": {}, "reason": "Expired"}},
     ]
-    listed = {"items": [pod("a", "Succeeded"), pod("c", "Running")]}
+    listed = {
+        "metadata": {"resourceVersion": "41"},
+        "items": [pod("a", "Succeeded"), pod("c", "Running")],
+    }
+    later = json.dumps({"type": "ADDED", "object": pod("d", "Running")})
     script = tmp_path / "kubectl"
     script.write_text(
         "#!/bin/sh\n"
         'case "$*" in\n'
-        f"  *--watch-only*) echo '{json.dumps({'type': 'ADDED', 'object': pod('d', 'Running')})}';"
-        " exec sleep 30 ;;\n"
+        # The watch again, from the list's resourceVersion, in the kubectl's namespace.
+        '  *"--raw /api/v1/namespaces/default/pods?watch=1&resourceVersion=41")'
+        f" echo '{later}'; exec sleep 30 ;;\n"
         f"  *--watch*) printf '%s\\n' {' '.join(repr(json.dumps(e)) for e in first)} ;;\n"
-        f"  *) echo '{json.dumps(listed)}' ;;\n"
+        f"  *\"--raw /api/v1/namespaces/default/pods?\") echo '{json.dumps(listed)}' ;;\n"
+        "  *) exit 1 ;;\n"
         "esac\n"
     )
     script.chmod(0o755)

@@ -4,14 +4,24 @@ it compares, taken with the real `ip` and `iptables-save`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from proving.local_cluster import cluster_processes, host_network_state, left_behind
+from proving.local_cluster import (
+    LocalCluster,
+    cluster_processes,
+    host_network_state,
+    left_behind,
+)
+from proving.waiting import wait_for
 from tests.support.needs import require
 
 # What a CI machine held before the start: a killed run's bridge, device, routes and rule.
@@ -80,3 +90,40 @@ def test_the_snapshot_sees_a_real_link_come_and_go(cluster_named_bridge: str) ->
         f"added: {line}" for line in sorted(with_bridge - without)
     ]
     assert left_behind(with_bridge, without) == []
+
+
+def test_a_component_stopped_and_started_again_runs_its_own_command_under_its_pid_file(
+    tmp_path: Path,
+) -> None:
+    """The controller manager's restart (the rehearsal's stand-in for leader election) on a
+    real process: stopped by its PID file, started again with the same command line, in a
+    session of its own, appending to its log, the PID file naming the new process."""
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "component.log"
+    log.write_text("before\n")
+    cluster = LocalCluster(bundle=tmp_path, state=tmp_path)
+    command = [sys.executable, "-c", "print('started', flush=True); import time; time.sleep(300)"]
+
+    def started(times: int) -> None:
+        wait_for(lambda: log.read_text().count("started") == times, 10, f"start {times} logged")
+
+    first = cluster.start_component("component", command)
+    try:
+        assert (tmp_path / "pids" / "component").read_text().strip() == str(first)
+        started(1)
+        assert os.getsid(first) == first
+        assert cluster.stop_component("component") == command
+        assert not Path(f"/proc/{first}").exists() or _state(first) == "Z"
+        second = cluster.start_component("component", command)
+        assert second != first
+        assert (tmp_path / "pids" / "component").read_text().strip() == str(second)
+        started(2)
+        assert log.read_text().startswith("before\n")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(cluster.pid("component"), signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -8,14 +8,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from proving.contract import CONTRACT_BODY, CONTRACT_TARGET
 from tests.conftest import SALT
 from tests.metrics_text import HASHES, RESPONSES, by_response, value
 from user_hasher.app import Service, create_service
 from user_hasher.asgi import Scope
 from user_hasher.metrics import Metrics
 from user_hasher.settings import Settings
-
-CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
 
 
 async def send(service: Service, requests: Sequence[tuple[str, str]]) -> list[httpx.Response]:
@@ -39,10 +38,10 @@ async def test_every_request_is_counted_and_access_logged(
     responses = await send(
         service,
         [
-            ("GET", "/user_hash?user_id=TESTUSERID"),
-            ("HEAD", "/user_hash?user_id=TESTUSERID"),
+            ("GET", CONTRACT_TARGET),
+            ("HEAD", CONTRACT_TARGET),
             ("GET", "/private-user-4711"),
-            ("POST", "/user_hash?user_id=TESTUSERID"),
+            ("POST", CONTRACT_TARGET),
         ],
     )
     assert [r.status_code for r in responses] == [200, 200, 404, 405]
@@ -69,7 +68,7 @@ async def test_the_slow_request_threshold_comes_from_the_settings(
 ) -> None:
     caplog.set_level(logging.INFO, logger="user_hasher.access")
     service = create_service(Settings(USER_SALT=SecretStr(SALT), SLOW_REQUEST_SECONDS=0))
-    await send(service, [("GET", "/user_hash?user_id=TESTUSERID")])
+    await send(service, [("GET", CONTRACT_TARGET)])
     assert access_lines(caplog) == [("INFO", "GET", "/user_hash", 200)]
 
 

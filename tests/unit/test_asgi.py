@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from proving.contract import CONTRACT_TARGET
 from tests.metrics_text import HASHES, RESPONSES, by_response, value
 from user_hasher.app import Service, create_app, create_service
 from user_hasher.asgi import ASGIApp, Message, Receive, Scope, Send, arrived_on, wrap_app
@@ -358,9 +359,7 @@ async def test_metrics_while_draining_closes_the_connection(
     assert response.headers["connection"] == "close"
 
 
-@pytest.mark.parametrize(
-    "target", ["/user_hash?user_id=TESTUSERID", "/healthz", "/readyz", "/", "/metrics/", "/x"]
-)
+@pytest.mark.parametrize("target", [CONTRACT_TARGET, "/healthz", "/readyz", "/", "/metrics/", "/x"])
 async def test_the_metrics_port_serves_nothing_but_metrics(
     service: Service, metrics_client: httpx.AsyncClient, target: str
 ) -> None:

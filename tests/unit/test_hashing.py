@@ -3,6 +3,7 @@ import hashlib
 import pytest
 from pydantic import SecretStr
 
+from proving.contract import CONTRACT_HASH, CONTRACT_SALT, CONTRACT_USER_ID
 from user_hasher.errors import APIError
 from user_hasher.hashing import (
     MAX_USER_ID_LENGTH,
@@ -12,11 +13,9 @@ from user_hasher.hashing import (
     user_hash,
 )
 
-CONTRACT_HASH = "9f1021612c2a810d26472a66e4064f6608d52fd3"
-
 
 def test_contract() -> None:
-    assert user_hash("TESTUSERID", "TESTSALT") == CONTRACT_HASH
+    assert user_hash(CONTRACT_USER_ID, CONTRACT_SALT) == CONTRACT_HASH
 
 
 def test_empty_salt_is_plain_sha1_of_user_id() -> None:

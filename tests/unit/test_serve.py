@@ -14,13 +14,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from proving.contract import CONTRACT_BODY
 from proving.service import free_port
 from tests.conftest import SALT
 from user_hasher.app import create_service
 from user_hasher.server import hypercorn_config, serve
 from user_hasher.settings import Settings
 
-CONTRACT_BODY = b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
 WAIT_SECONDS = 10.0  # only ever reached when something is broken
 
 
