@@ -311,11 +311,7 @@ class NodeStage(Stage):
             stopped = self.run.elapsed()
             time.sleep(min(seconds, LEADER_RENEW_DEADLINE_SECONDS))
             command = self.cluster.stop_component("kube-controller-manager")
-            self.event(
-                "kube-controller-manager exits: its lease not renewed (stand-in for leader "
-                "election)",
-                node=FIRST_NODE,
-            )
+            self.event("kube-controller-manager exits (stand-in: lease lost)", node=FIRST_NODE)
             time.sleep(max(0.0, seconds - (self.run.elapsed() - stopped)))
         self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
         self.event("SIGCONT kube-apiserver", node=FIRST_NODE)
