@@ -44,18 +44,16 @@ from proving.docker import build_image, engine_problem
 from proving.kubectl import Watch
 from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, started
 from proving.manifests import MANIFEST, load_documents, only
-from proving.openloop import LoadPlan, LoadRun, Target, in_window, summarize
+from proving.openloop import LoadRun, in_window, summarize
 from proving.steady import is_ready
 from rehearsal import conntrack
 from rehearsal.observe import Observer, endpoint_readiness, turned_not_ready
 from rehearsal.report import Gate, Rehearsal, Role
 from rehearsal.scenarios import (
-    KEEP_ALIVE_SHARE,
-    NOT_READY_SOURCE,
     SETTLE_TIMEOUT_SECONDS,
     App,
+    ServiceLoad,
     Stage,
-    _measure_rate,
     log,
     short,
 )
@@ -627,33 +625,17 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
     sampler: conntrack.ConntrackSampler | None = None
     try:
         cluster.wait_for(observer.steady_pods, SETTLE_TIMEOUT_SECONDS, "the app steady")
-        cluster_ip = cluster.get_json("service", app.service, "--namespace", app.namespace)["spec"][
-            "clusterIP"
-        ]
-        target = Target(cluster_ip, app.service_port, app.salt)
-        saturation, rate = _measure_rate(target)
-        rate = min(rate, RATE_CAP)
-        log(f"saturation through {cluster_ip}:{app.service_port}: {saturation:,.0f} req/s")
-        plan = LoadPlan(
-            rate=rate,
-            duration=LOAD_BOUND_SECONDS,
-            max_requests=math.ceil(rate * LOAD_BOUND_SECONDS),
-            keep_alive_share=KEEP_ALIVE_SHARE,
-        )
+        load = ServiceLoad.measured(cluster, app, rate_cap=RATE_CAP)
+        plan = load.plan(LOAD_BOUND_SECONDS)
         pdb = only(load_documents(MANIFEST), "PodDisruptionBudget")
-        with LoadRun(target, plan) as run:
-            sampler = conntrack.ConntrackSampler(cluster_ip, app.service_port, run.elapsed)
+        with LoadRun(load.target, plan) as run:
+            sampler = conntrack.ConntrackSampler(load.cluster_ip, app.service_port, run.elapsed)
             sampler.start()
-            rehearsal = Rehearsal(
-                target=(
-                    f"Service {app.namespace}/{app.service} ClusterIP "
-                    f"{cluster_ip}:{app.service_port} (kube-proxy), three nodes in three zones"
-                ),
-                rate=rate,
-                saturation=saturation,
-                started_at=time.time() - run.elapsed(),
-                min_rollout_requests=MIN_ROLLOUT_REQUESTS,
-                not_ready_source=NOT_READY_SOURCE,
+            rehearsal = load.rehearsal(
+                app,
+                run,
+                MIN_ROLLOUT_REQUESTS,
+                ", three nodes in three zones",
                 negative_control_required=False,
             )
             rehearsal.node_zones = dict(zones)
@@ -667,12 +649,12 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
                 steady_seconds=STEADY_SECONDS,
                 nodes=nodes,
                 max_unavailable=int(pdb["spec"]["maxUnavailable"]),
-                service_ip=cluster_ip,
+                service_ip=load.cluster_ip,
                 zones=dict(zones),
                 pdb_scenarios=["drain m02", "cluster upgrade"],
                 sampler=sampler,
             )
-            log(f"load: {rate:,.0f} req/s open loop, both client kinds")
+            log(f"load: {load.rate:,.0f} req/s open loop, both client kinds")
             stage.spread_gate("as deployed")
             stage.scenario("drain m02", Role.DISRUPTION, stage.drain_one("m02"))
             stage.scenario("cluster upgrade", Role.DISRUPTION, stage.upgrade)

@@ -389,13 +389,58 @@ class Stage:
             scenario.events.sort(key=lambda event: event.at)
 
 
-def _measure_rate(target: Target) -> tuple[float, float]:
-    saturation = measure_saturation(
-        target, SATURATION_CONNECTIONS, SATURATION_SECONDS, keep_alive_share=KEEP_ALIVE_SHARE
-    )
-    if saturation.errors or not saturation.requests:
-        raise ClusterError(f"the saturation probe through the Service failed: {saturation}")
-    return saturation.rate, saturation.rate * RATE_SHARE_OF_SATURATION
+@dataclass(frozen=True)
+class ServiceLoad:
+    """The load of a cluster rehearsal: an open loop (both client kinds) through the
+    Service's ClusterIP, at a share of the saturation measured there first."""
+
+    cluster_ip: str
+    target: Target
+    saturation: float
+    rate: float
+
+    @classmethod
+    def measured(
+        cls, cluster: LocalCluster, app: App, rate_cap: float | None = None
+    ) -> ServiceLoad:
+        service = cluster.get_json("service", app.service, "--namespace", app.namespace)
+        cluster_ip = service["spec"]["clusterIP"]
+        target = Target(cluster_ip, app.service_port, app.salt)
+        saturation = measure_saturation(
+            target, SATURATION_CONNECTIONS, SATURATION_SECONDS, keep_alive_share=KEEP_ALIVE_SHARE
+        )
+        if saturation.errors or not saturation.requests:
+            raise ClusterError(f"the saturation probe through the Service failed: {saturation}")
+        rate = saturation.rate * RATE_SHARE_OF_SATURATION
+        rate = rate if rate_cap is None else min(rate, rate_cap)
+        log(f"saturation through {cluster_ip}:{app.service_port}: {saturation.rate:,.0f} req/s")
+        return cls(cluster_ip, target, saturation.rate, rate)
+
+    def plan(self, bound_seconds: float) -> LoadPlan:
+        """Bounded in time and count: it stops by itself if nobody stops it."""
+        return LoadPlan(
+            rate=self.rate,
+            duration=bound_seconds,
+            max_requests=math.ceil(self.rate * bound_seconds),
+            keep_alive_share=KEEP_ALIVE_SHARE,
+        )
+
+    def rehearsal(
+        self, app: App, run: LoadRun, min_rollout_requests: int, where: str = "", **options: Any
+    ) -> Rehearsal:
+        """The Rehearsal that records this load's run (`where`: more about the cluster)."""
+        return Rehearsal(
+            target=(
+                f"Service {app.namespace}/{app.service} ClusterIP "
+                f"{self.cluster_ip}:{app.service_port} (kube-proxy){where}"
+            ),
+            rate=self.rate,
+            saturation=self.saturation,
+            started_at=time.time() - run.elapsed(),
+            min_rollout_requests=min_rollout_requests,
+            not_ready_source=NOT_READY_SOURCE,
+            **options,
+        )
 
 
 def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
@@ -416,32 +461,11 @@ def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         seconds = cluster.import_image(new_ref)
         log(f"new build {new_ref} (APP_REVISION={new_revision}) in the node in {seconds:.1f} s")
 
-        cluster_ip = cluster.get_json("service", app.service, "--namespace", app.namespace)["spec"][
-            "clusterIP"
-        ]
-        target = Target(cluster_ip, app.service_port, app.salt)
-        saturation, rate = _measure_rate(target)
-        log(f"saturation through {cluster_ip}:{app.service_port}: {saturation:,.0f} req/s")
-        plan = LoadPlan(
-            rate=rate,
-            duration=LOAD_BOUND_SECONDS,
-            max_requests=math.ceil(rate * LOAD_BOUND_SECONDS),
-            keep_alive_share=KEEP_ALIVE_SHARE,
-        )
-        with LoadRun(target, plan) as run:
-            rehearsal = Rehearsal(
-                target=(
-                    f"Service {app.namespace}/{app.service} ClusterIP "
-                    f"{cluster_ip}:{app.service_port} (kube-proxy)"
-                ),
-                rate=rate,
-                saturation=saturation,
-                started_at=time.time() - run.elapsed(),
-                min_rollout_requests=MIN_ROLLOUT_REQUESTS,
-                not_ready_source=NOT_READY_SOURCE,
-            )
+        load = ServiceLoad.measured(cluster, app)
+        with LoadRun(load.target, load.plan(LOAD_BOUND_SECONDS)) as run:
+            rehearsal = load.rehearsal(app, run, MIN_ROLLOUT_REQUESTS)
             stage = Stage(cluster, app, observer, run, rehearsal, log_dir)
-            log(f"load: {rate:,.0f} req/s open loop, both client kinds")
+            log(f"load: {load.rate:,.0f} req/s open loop, both client kinds")
             stage.scenario("rollout restart", Role.ROLLOUT, stage.roll(current_ref, "restart"))
             revisions = stage.scenario(
                 "rollout new build", Role.ROLLOUT, stage.roll(new_ref, f"to {new_revision}")
