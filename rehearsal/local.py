@@ -18,7 +18,7 @@ from pathlib import Path
 
 from proving.openloop import LoadPlan, LoadRun, RequestRecord, Target, measure_saturation
 from proving.service import ServiceProcess, answers_ready, http_get
-from rehearsal.observe import app_versions
+from rehearsal.observe import revisions
 from rehearsal.report import Event, Rehearsal, Role, Scenario
 
 SALT = "rehearsal-salt"
@@ -54,7 +54,8 @@ SCENARIOS = (
 def _start(log_dir: Path, name: str, drain_seconds: float) -> ServiceProcess:
     env = {
         "USER_SALT": SALT,
-        "APP_VERSION": f"local-{name}",
+        # Each scenario's process a build of its own, as the cluster's rollouts see them.
+        "APP_REVISION": f"local-{name}",
         "DRAIN_SECONDS": str(drain_seconds),
         "GRACEFUL_TIMEOUT_SECONDS": str(GRACEFUL_TIMEOUT_SECONDS),
     }
@@ -86,7 +87,7 @@ def _run_scenario(
         duration=STEADY_SECONDS + ENDPOINT_REMOVAL_SECONDS + 10,
         max_requests=int(rate * (STEADY_SECONDS + ENDPOINT_REMOVAL_SECONDS + 10)) + 1,
     )
-    versions = app_versions(http_get(service.metrics_port, "/metrics")[2].decode())
+    serving = revisions(http_get(service.metrics_port, "/metrics")[2].decode())
     with LoadRun(target, plan, clock_origin=origin) as run:
         start = run.elapsed()
         time.sleep(STEADY_SECONDS)
@@ -110,7 +111,7 @@ def _run_scenario(
         event_start=signalled,
         end=end,
         events=events,
-        versions_seen=versions,
+        revisions_seen=serving,
         sigterm_to_not_ready={pod: not_ready},
     )
     return scenario, run.records

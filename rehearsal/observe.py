@@ -45,12 +45,6 @@ def build_info_labels(metrics_text: str, label: str) -> list[str]:
     )
 
 
-def app_versions(metrics_text: str) -> list[str]:
-    """The app_version label(s) of user_hasher_build_info: the package version, which two
-    builds of one version share."""
-    return build_info_labels(metrics_text, "app_version")
-
-
 def revisions(metrics_text: str) -> list[str]:
     """The revision label(s) of user_hasher_build_info: the build's own reference (the image
     sets APP_REVISION to its commit), which tells two builds of one version apart."""

@@ -56,9 +56,9 @@ class Scenario:
     event_start: float
     end: float
     events: list[Event] = field(default_factory=list)
-    # The builds the pods reported before and after the event: on the cluster, the revision
-    # label of user_hasher_build_info (two builds of one version differ there).
-    versions_seen: list[str] = field(default_factory=list)
+    # The builds the pods reported before and after the event: the revision label of
+    # user_hasher_build_info (two builds of one version differ there).
+    revisions_seen: list[str] = field(default_factory=list)
     # Per pod: seconds from its SIGTERM to its endpoint turning not ready (None: never
     # seen); how it was observed is the rehearsal's `not_ready_source`.
     sigterm_to_not_ready: dict[str, float | None] = field(default_factory=dict)
@@ -150,7 +150,7 @@ def scenario_summary(records: list[RequestRecord], scenario: Scenario) -> dict[s
         "steady": _window(summarize(records, scenario.start, scenario.event_start)),
         "during": _window(summarize(records, scenario.event_start, scenario.end)),
         "p99_during_over_steady": None if ratio is None else round(ratio, 2),
-        "versions_seen": scenario.versions_seen,
+        "revisions_seen": scenario.revisions_seen,
         "sigterm_to_not_ready_s": {
             pod: None if seconds is None else round(seconds, 3)
             for pod, seconds in scenario.sigterm_to_not_ready.items()

@@ -218,7 +218,7 @@ class Stage:
         act(before)
         after = self.wait_steady()
         revisions = self.revisions(after)
-        self.current.versions_seen = sorted(seen.union(*revisions.values()))
+        self.current.revisions_seen = sorted(seen.union(*revisions.values()))
         self.current.end = self.run.elapsed()
         log(f"{self.current.end:7.1f} s  steady again")
         return revisions

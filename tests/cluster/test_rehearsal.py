@@ -112,9 +112,9 @@ def test_the_rehearsal_loses_no_request_and_its_control_does(
     )
     assert rollout_requests >= 20_000
 
-    old, new = scenarios["rollout new build"]["versions_seen"]
+    old, new = scenarios["rollout new build"]["revisions_seen"]
     assert new == f"{old}-rehearsal"
-    assert scenarios["scale 3 -> 2"]["versions_seen"] == [new]
+    assert scenarios["scale 3 -> 2"]["revisions_seen"] == [new]
 
     control = scenarios["restart without drain"]
     assert control["failed"] > 0

@@ -49,7 +49,7 @@ def rehearsal_of(*scenarios: tuple[str, Role, list[RequestRecord]]) -> Rehearsal
                 start + 5,
                 start + 10,
                 events=[Event(start + 5, f"{name} SIGTERM")],
-                versions_seen=["1.0"],
+                revisions_seen=["1.0"],
                 sigterm_to_not_ready={f"{name}-pod": 0.25},
             )
         )
@@ -138,7 +138,7 @@ def test_summary_holds_each_scenarios_numbers() -> None:
     assert steady == {"requests": 500, "failed": 0, "p50_ms": 2.0, "p99_ms": 2.0, "p99_wait_ms": 0}
     assert (during["requests"], during["p50_ms"], during["p99_ms"]) == (500, 4.0, 4.0)
     assert restart["p99_during_over_steady"] == 2.0
-    assert restart["versions_seen"] == ["1.0"]
+    assert restart["revisions_seen"] == ["1.0"]
     assert restart["sigterm_to_not_ready_s"] == {"restart-pod": 0.25}
     assert restart["events"] == [{"at_s": 5.0, "what": "restart SIGTERM"}]
     assert control["failed_by_client"] == {"new-connection": 1}
@@ -215,7 +215,7 @@ def test_python_m_rehearsal_runs_local_scenarios_end_to_end(tmp_path: Path) -> N
     assert drained["failed"] == 0
     assert min(drained["requests_by_client"].values()) > 0
     assert drained["during"]["requests"] > 0
-    assert drained["versions_seen"] == ["local-sigterm-with-drain"]
+    assert drained["revisions_seen"] == ["local-sigterm-with-drain"]
     assert drained["sigterm_to_not_ready_s"]["local-sigterm-with-drain"] is not None
     for name in ("sigkill", "sigterm-without-drain"):
         assert scenarios[name]["failed"] > 0

@@ -11,11 +11,11 @@ import pytest
 from proving.kubectl import WatchEvent
 from proving.manifests import MANIFEST, load_documents, only
 from rehearsal.observe import (
-    app_versions,
     deletion_seen,
     draining_at,
     endpoint_readiness,
     parse_timestamp,
+    revisions,
     turned_not_ready,
 )
 from rehearsal.scenarios import App
@@ -106,14 +106,14 @@ def test_a_deletion_is_dated_by_its_first_sighting_and_the_api_servers_second() 
     }
 
 
-def test_versions_come_from_the_build_info_series() -> None:
+def test_revisions_come_from_the_build_info_series() -> None:
     text = (
         "# HELP user_hasher_build_info Build.\n# TYPE user_hasher_build_info gauge\n"
-        'user_hasher_build_info{app_version="0.1.0-rehearsal",pod_ip="10.244.0.7"} 1\n'
+        'user_hasher_build_info{app_version="0.1.0",revision="abc-rehearsal",pod_ip="10.2.0.7"} 1\n'
         "# HELP other A counter.\n# TYPE other counter\n"
-        'other_total{app_version="ignored"} 3\n'
+        'other_total{revision="ignored"} 3\n'
     )
-    assert app_versions(text) == ["0.1.0-rehearsal"]
+    assert revisions(text) == ["abc-rehearsal"]
 
 
 def test_the_app_is_read_from_the_manifest() -> None:
