@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from proving.contract import CONTRACT_BODY, CONTRACT_USER_ID
 from tests.metrics_text import BUILD_INFO, HASHES, samples, value
 from user_hasher.app import Service, create_service
 from user_hasher.hashing import MAX_USER_ID_LENGTH, SALT_CANARY_USER_ID
@@ -15,11 +16,11 @@ from user_hasher.settings import Settings
 
 async def test_contract(service: Service) -> None:
     response = await service.quart.test_client().get(
-        "/user_hash", query_string={"user_id": "TESTUSERID"}
+        "/user_hash", query_string={"user_id": CONTRACT_USER_ID}
     )
     assert response.status_code == 200
     assert response.content_type == "application/json"
-    assert await response.get_data() == b'"9f1021612c2a810d26472a66e4064f6608d52fd3"'
+    assert await response.get_data() == CONTRACT_BODY
 
 
 async def test_head_is_routed_like_get(service: Service) -> None:
