@@ -168,6 +168,8 @@ class Watch:
     RESYNC_RETRY_SECONDS = 1.0
 
     def __init__(self, kubectl: Kubectl, resource: str, selector: str = "") -> None:
+        if resource not in API_PATHS:  # found out now, not when the API server first goes away
+            raise KubectlError(f"no API path known for {resource!r}: add it to API_PATHS")
         self.resource, self.selector = resource, selector
         self.events: list[WatchEvent] = []
         self.restarts = 0

@@ -397,7 +397,10 @@ class LocalCluster:
         new process); returns the new PID."""
         log = self.state / "logs" / f"{component}.log"
         started = subprocess.run(
-            ["sh", "-c", f'setsid "$@" >>"{log}" 2>&1 </dev/null & echo $!', "sh", *command],
+            [
+                *("sh", "-c", 'log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!'),
+                *("sh", str(log), *command),
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -304,17 +304,22 @@ class NodeStage(Stage):
         command line, once the API server is back (a restart while it is away would only
         crash-loop, as it does on a real control plane)."""
         restarts = self.watch_restarts()
-        with self.cluster.paused("kube-apiserver") as pid:
-            self.event(f"SIGSTOP kube-apiserver (pid {pid})", node=FIRST_NODE)
-            stopped = self.run.elapsed()
-            time.sleep(min(seconds, LEADER_RENEW_DEADLINE_SECONDS))
-            command = self.cluster.stop_component("kube-controller-manager")
-            self.event("kube-controller-manager exits (stand-in: lease lost)", node=FIRST_NODE)
-            time.sleep(max(0.0, seconds - (self.run.elapsed() - stopped)))
-        self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
-        self.event("SIGCONT kube-apiserver", node=FIRST_NODE)
-        pid = self.cluster.start_component("kube-controller-manager", command)
-        self.event(f"kube-controller-manager started again (pid {pid})", node=FIRST_NODE)
+        command: list[str] | None = None
+        try:
+            with self.cluster.paused("kube-apiserver") as pid:
+                self.event(f"SIGSTOP kube-apiserver (pid {pid})", node=FIRST_NODE)
+                stopped = self.run.elapsed()
+                time.sleep(min(seconds, LEADER_RENEW_DEADLINE_SECONDS))
+                command = self.cluster.stop_component("kube-controller-manager")
+                self.event("kube-controller-manager exits (stand-in: lease lost)", node=FIRST_NODE)
+                time.sleep(max(0.0, seconds - (self.run.elapsed() - stopped)))
+            self.stopped_windows[self.current.name] = (stopped, self.run.elapsed())
+            self.event("SIGCONT kube-apiserver", node=FIRST_NODE)
+        finally:
+            # Whatever failed meanwhile, the cluster gets its controller manager back.
+            if command is not None:
+                pid = self.cluster.start_component("kube-controller-manager", command)
+                self.event(f"kube-controller-manager started again (pid {pid})", node=FIRST_NODE)
         self.resynced(restarts)
 
     def watches(self) -> list[Watch]:

@@ -426,7 +426,12 @@ class ServiceLoad:
         )
 
     def rehearsal(
-        self, app: App, run: LoadRun, min_rollout_requests: int, where: str = "", **options: Any
+        self,
+        app: App,
+        run: LoadRun,
+        min_rollout_requests: int,
+        where: str = "",
+        negative_control_required: bool = True,
     ) -> Rehearsal:
         """The Rehearsal that records this load's run (`where`: more about the cluster)."""
         return Rehearsal(
@@ -439,7 +444,7 @@ class ServiceLoad:
             started_at=time.time() - run.elapsed(),
             min_rollout_requests=min_rollout_requests,
             not_ready_source=NOT_READY_SOURCE,
-            **options,
+            negative_control_required=negative_control_required,
         )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proving import kubectl as kubectl_module
-from proving.kubectl import Kubectl, Watch
+from proving.kubectl import Kubectl, KubectlError, Watch
 
 
 def pod(name: str, phase: str) -> dict[str, object]:
@@ -67,3 +67,8 @@ def test_a_watch_lists_again_after_its_kubectl_ended(fake_kubectl: Path) -> None
     ]
     assert events[3].object["status"]["phase"] == "Succeeded"
     assert watch.restarts == 1
+
+
+def test_a_watch_of_a_resource_it_cannot_relist_is_refused_at_once() -> None:
+    with pytest.raises(KubectlError, match="replicasets"):
+        Watch(Kubectl(), "replicasets")

@@ -80,7 +80,8 @@ async def test_sigterm_drains_and_a_second_signal_stops_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    port, metrics_port = free_port(), free_port()
+    port = free_port()
+    metrics_port = free_port(other_than=port)
     settings = Settings(
         HOST="127.0.0.1",
         PORT=port,
