@@ -12,7 +12,9 @@ process, as shares of a request; latency under open-loop load
 at fixed shares of saturation (proving/openloop.py, latency from each request's
 intended start); memory (RSS) idle, after traffic, after unknown paths, with idle and
 half-sent connections; /metrics render time; start and stop times; a profile of the
-shipped service under load (py-spy); and the pod sizing that follows (bench/capacity.py).
+shipped service under load (py-spy); past saturation, the service with and without
+admission control side by side (bench/overload.py); and the pod sizing that follows
+(bench/capacity.py).
 bench/report.py prints the table and judges the goals.
 `--short` runs every row for a second or two, only to keep the harness working.
 """
@@ -38,6 +40,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bench.capacity import Capacity, derive_capacity
+from bench.overload import FULL_OVERLOAD, SHORT_OVERLOAD, overload
 from bench.processes import (
     LOAD_CPU,
     TARGET,
@@ -512,6 +515,7 @@ def main() -> int:
     summary["probe_under_saturation"] = probe_under_saturation(mode, env)
     summary["start_and_stop"] = start_and_stop(mode, env)
     summary["profile"] = profile(mode, env)
+    summary["overload"] = overload(SHORT_OVERLOAD if mode is SHORT else FULL_OVERLOAD, env)
     if baseline is not None:
         summary["profile_baseline"] = profile(mode, {**env, **baseline_env(baseline)}, "baseline")
     capacity: Capacity = derive_capacity(summary)

@@ -3,6 +3,8 @@ bench/__main__.py measured (the same dict it writes to build/bench/summary.json)
 
 from __future__ import annotations
 
+from bench.overload import overload_goals, print_overload
+
 
 def print_report(summary: dict) -> None:
     t = summary["throughput"]
@@ -66,6 +68,8 @@ def print_report(summary: dict) -> None:
     for key, title in (("profile", "the shipped service"), ("profile_baseline", "the baseline")):
         if key in summary:
             print_profile(title, summary[key])
+    if "overload" in summary:
+        print_overload(summary["overload"])
     print("\npod sizing that follows (docs/capacity.md):")
     for line in summary["capacity"]["lines"]:
         print(f"  {line}")
@@ -116,4 +120,5 @@ def goals(summary: dict) -> dict:
         "RSS flat within 5 MiB over traffic and unknown paths": goal(
             m["rss_growth_after_warm_up_mib"] <= 5, f"{m['rss_growth_after_warm_up_mib']:+.1f} MiB"
         ),
+        **(overload_goals(summary["overload"]) if "overload" in summary else {}),
     }

@@ -20,6 +20,7 @@ FAMILIES = {
     "user_hasher_http_responses_total": "counter",
     "user_hasher_hashes_generated_total": "counter",
     "user_hasher_build_info": "gauge",
+    "user_hasher_shed_total": "counter",
 }
 BUILD_INFO = "user_hasher_build_info"
 DURATION = "user_hasher_http_request_duration_seconds"

@@ -12,6 +12,9 @@ Quart. One wrapper (`wrap_app`), its jobs each a function named for it:
   length the other way, and whatever follows it on the connection could be smuggled in.
 - timing: everything else goes to the app, timed; its route, status and duration are
   handed to each `ResponseObserver` (the request metrics, the access log).
+- admission (admission.py): a request for a `SHEDDABLE_ROUTES` route past the in-flight
+  bound is answered 503 at once, with `Connection: close`, so the client's next request
+  meets the accept gate (connections.py), which refuses for far less.
 - `close_connection`: while the pod drains, every response carries `Connection: close`
   (lifecycle.py).
 
@@ -24,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
 
+from user_hasher.admission import SHED_BODY, SHED_HEADERS
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.metrics import Metrics
 
@@ -37,6 +41,8 @@ ResponseObserver = Callable[[Scope, str, int, float], None]
 Headers = Sequence[tuple[bytes, bytes]]
 
 METRICS_PATH = "/metrics"
+# The traffic admission control may shed; the probes and /metrics are never shed.
+SHEDDABLE_ROUTES = frozenset({"/user_hash"})
 # Every path that is no route shares this one label value: unknown paths must not
 # create new log fields or metric series.
 UNMATCHED_ROUTE = "unmatched"
@@ -58,6 +64,7 @@ def wrap_app(
     """`routes`: the app's route templates; all are static paths, so a request's route is
     its path when the path is one of them. `metrics_port`: the listening port that serves
     /metrics and only /metrics; every other port serves the app."""
+    admission = metrics.admission
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: startup and shutdown hooks
@@ -78,15 +85,25 @@ def wrap_app(
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if lifecycle.draining:
+                if lifecycle.draining or admission.closes_connection():
                     message = close_connection(message)
             await send(message)
 
         try:
             if has_ambiguous_length(scope["headers"]):
                 await refuse_ambiguous_length(send_observed)
+            elif path in SHEDDABLE_ROUTES and (reason := admission.request_refusal()):
+                admission.shed[reason] += 1
+                await send_observed(
+                    {"type": "http.response.start", "status": 503, "headers": SHED_HEADERS}
+                )
+                await send_observed({"type": "http.response.body", "body": SHED_BODY})
             else:
-                await app(scope, receive, send_observed)
+                admission.in_flight += 1
+                try:
+                    await app(scope, receive, send_observed)
+                finally:
+                    admission.in_flight -= 1
         except Exception:
             # Whatever was sent before, the client got an error or a cut-off response.
             status = 500

@@ -21,6 +21,7 @@ import aioprometheus
 from aioprometheus import Counter, Gauge, Histogram, Registry
 from aioprometheus.histogram import Histogram as BucketCounts
 
+from user_hasher.admission import REASONS, Admission
 from user_hasher.hashing import salt_fingerprint
 from user_hasher.settings import Settings
 
@@ -114,6 +115,15 @@ class Metrics:
             registry=self.registry,
         )
         build_info.set(build_labels(settings), 1)
+        self.shed = Counter(
+            "user_hasher_shed_total",
+            "Requests and connections refused with a 503 to protect the pod, by reason.",
+            const_labels=labels,
+            registry=self.registry,
+        )
+        # Its counts are this process's (one per service): the ASGI layer and the accept
+        # gate decide and count on it, and render() reads them here.
+        self.admission = Admission.from_settings(settings)
         # The request path only counts, in plain Python objects; aioprometheus's
         # collectors, which serialise their label dicts on every call, are brought up
         # to date when Prometheus scrapes (render). Bounded: the keys are bounded values.
@@ -141,6 +151,8 @@ class Metrics:
     def render(self, accept_headers: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         """The /metrics body and its headers, in the format the Accept headers ask for."""
         self.hashes_generated.set({}, self._hashes)
+        for reason in REASONS:  # every reason from the start, so rate() sees the first
+            self.shed.set({"reason": reason}, self.admission.shed[reason])
         for durations in self._durations.values():
             histogram = durations.as_histogram()
             self.request_duration.set_value(durations.labels, histogram)

@@ -14,6 +14,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from user_hasher.app import Service
+from user_hasher.connections import admission_control
 from user_hasher.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ async def serve(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.lifecycle.begin_shutdown, signum.name)
-    await hypercorn_serve(
-        service.asgi,  # type: ignore[arg-type]
-        hypercorn_config(service.settings),
-        shutdown_trigger=service.lifecycle.drained,
-    )
+    config = hypercorn_config(service.settings)
+    async with admission_control(config, service.metrics.admission, service.settings):
+        await hypercorn_serve(
+            service.asgi,  # type: ignore[arg-type]
+            config,
+            shutdown_trigger=service.lifecycle.drained,
+        )
     logger.info("stopped", extra={"event": "stopped"})

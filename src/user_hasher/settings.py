@@ -1,10 +1,10 @@
 """Every environment setting the service reads, validated once at startup."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from user_hasher import __version__
 
@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     # A successful request is access-logged at INFO only when it took at least this long
     # (errors always are; LOG_LEVEL=DEBUG logs every request).
     SLOW_REQUEST_SECONDS: float = Field(default=0.25, ge=0, le=300)
+    # Admission control (admission.py, connections.py; docs/capacity.md#overload): past
+    # saturation the excess is refused with a 503 at once instead of queued. Off only to
+    # measure the service without it.
+    SHED_LOAD: bool = True
+    # Requests served at once; past it new connections are refused at accept (over
+    # HTTP/1.1 a connection carries one request at a time) and requests shed. One core
+    # serves ~1,400 req/s, ~0.7 ms each: 48 at once wait at most ~34 ms for the core,
+    # under the 50 ms goal with room for the loop's own work and a noisy node; 32
+    # keep-alive connections already saturate it (docs/capacity.md#overload).
+    MAX_IN_FLIGHT: int = Field(default=48, ge=1, le=100_000)
+    # The event loop's lag (smoothed over ~100 ms) above which it is saturated, and the
+    # bound above applies. An idle or coping loop runs its timers within a millisecond;
+    # a saturated one only after every ready callback, ~5-15 ms with tens of busy
+    # connections (docs/capacity.md#overload).
+    SATURATED_LAG_SECONDS: float = Field(default=0.005, gt=0, le=10)
+    # Open connections; new ones past this are refused. What the memory limit holds with
+    # room to spare: 256 MiB limit - ~60 MiB working set, at ~30 KiB a busy connection
+    # (~7.6 KiB idle) 2,048 take ~60 MiB (docs/capacity.md#sizing).
+    MAX_CONNECTIONS: int = Field(default=2048, ge=1, le=1_000_000)
+    # Peers never refused at accept, besides NODE_IP (the kubelet probes from the node):
+    # comma-separated addresses, loopback by default (a local health check, port-forward).
+    SHED_EXEMPT_ADDRESSES: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1", "::1")
 
     @field_validator("METRICS_PORT")
     @classmethod
@@ -66,6 +88,13 @@ class Settings(BaseSettings):
                 "salt_required", "must be set, and not to the test salt, when REQUIRE_SALT is true"
             )
         return salt
+
+    @field_validator("SHED_EXEMPT_ADDRESSES", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @property
     def salt_is_set(self) -> bool:

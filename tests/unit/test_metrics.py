@@ -21,6 +21,8 @@ from user_hasher.hashing import user_hash
 from user_hasher.metrics import DURATION_BUCKETS_SECONDS, Metrics, status_class
 from user_hasher.settings import Settings
 
+SHED = "user_hasher_shed_total"
+
 
 def rendered(metrics: Metrics) -> str:
     return metrics.render([])[0].decode()
@@ -49,6 +51,10 @@ def test_a_fresh_registry_exposes_build_info_and_a_zero_hash_count() -> None:
     assert samples(text) == {
         (BUILD_INFO, frozenset(build.items())): 1.0,
         (HASHES, frozenset(identity.items())): 0.0,
+        # Every reason from the start, at zero: rate() sees the first refusal.
+        (SHED, frozenset({**identity, "reason": "in_flight"}.items())): 0.0,
+        (SHED, frozenset({**identity, "reason": "saturated"}.items())): 0.0,
+        (SHED, frozenset({**identity, "reason": "connections"}.items())): 0.0,
     }
     for name in FAMILIES:
         assert f"# TYPE {name} " in text
@@ -115,6 +121,7 @@ def test_every_series_carries_the_identity_labels() -> None:
         RESPONSES,
         HASHES,
         BUILD_INFO,
+        SHED,
     }
     for name, labels in found:
         assert identity.items() <= dict(labels).items(), name
@@ -234,3 +241,28 @@ def test_methods_outside_the_standard_set_are_one_label_value(method: str) -> No
         if name == RESPONSES and (labels := dict(items))
     }
     assert responses == {("other", "/user_hash", "4xx"): 1, ("DELETE", "/user_hash", "4xx"): 1}
+
+
+def test_refusals_are_counted_by_reason_as_the_admission_counts_them() -> None:
+    metrics = Metrics(Settings())
+    metrics.admission.shed["in_flight"] = 5
+    metrics.admission.shed["connections"] = 2
+    metrics.admission.shed["saturated"] = 3
+    text = rendered(metrics)
+    shed = {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples(text).items()
+        if name == SHED
+    }
+    assert shed == {"in_flight": 5.0, "saturated": 3.0, "connections": 2.0}
+    assert f"# TYPE {SHED} counter" in text
+    help_text = "Requests and connections refused with a 503 to protect the pod, by reason."
+    assert f"# HELP {SHED} {help_text}\n" in text
+    metrics.admission.shed["in_flight"] += 1
+    assert 'reason="in_flight"} 6' in rendered(metrics)
+
+
+def test_the_admission_follows_the_settings() -> None:
+    metrics = Metrics(Settings(MAX_IN_FLIGHT=5, SHED_LOAD=False))
+    assert metrics.admission.enabled is False
+    assert Metrics(Settings(MAX_IN_FLIGHT=5)).admission.max_in_flight == 5

@@ -18,6 +18,11 @@ VARIABLES = (
     "GRACEFUL_TIMEOUT_SECONDS",
     "LOG_LEVEL",
     "SLOW_REQUEST_SECONDS",
+    "SHED_LOAD",
+    "MAX_IN_FLIGHT",
+    "SATURATED_LAG_SECONDS",
+    "MAX_CONNECTIONS",
+    "SHED_EXEMPT_ADDRESSES",
 )
 
 
@@ -42,6 +47,11 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (settings.DRAIN_SECONDS, settings.GRACEFUL_TIMEOUT_SECONDS) == (5.0, 10.0)
     assert settings.LOG_LEVEL == "INFO"
     assert settings.SLOW_REQUEST_SECONDS == 0.25
+    # docs/capacity.md#overload derives these.
+    assert settings.SHED_LOAD is True
+    assert (settings.MAX_IN_FLIGHT, settings.SATURATED_LAG_SECONDS) == (48, 0.005)
+    assert settings.MAX_CONNECTIONS == 2048
+    assert settings.SHED_EXEMPT_ADDRESSES == ("127.0.0.1", "::1")
 
 
 def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +79,14 @@ def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         ("POD_IP", "fe80::1", "fe80::1"),
         ("APP_REVISION", "sha256:0123abcd", "sha256:0123abcd"),
         *[("REQUIRE_SALT", value, False) for value in ("false", "0")],
+        ("SHED_LOAD", "false", False),
+        ("MAX_IN_FLIGHT", "1", 1),
+        ("MAX_IN_FLIGHT", "100000", 100_000),
+        ("SATURATED_LAG_SECONDS", "10", 10.0),
+        ("MAX_CONNECTIONS", "1", 1),
+        ("MAX_CONNECTIONS", "1000000", 1_000_000),
+        ("SHED_EXEMPT_ADDRESSES", "", ()),
+        ("SHED_EXEMPT_ADDRESSES", " 10.0.0.1 ,, fe80::1 ", ("10.0.0.1", "fe80::1")),
     ],
 )
 def test_values_at_the_bounds_are_accepted(
@@ -102,6 +120,13 @@ def test_values_at_the_bounds_are_accepted(
         ("REQUIRE_SALT", "maybe"),
         ("POD_IP", ""),
         ("NODE_IP", ""),
+        ("SHED_LOAD", "sometimes"),
+        ("MAX_IN_FLIGHT", "0"),
+        ("MAX_IN_FLIGHT", "100001"),
+        ("SATURATED_LAG_SECONDS", "0"),
+        ("SATURATED_LAG_SECONDS", "10.5"),
+        ("MAX_CONNECTIONS", "0"),
+        ("MAX_CONNECTIONS", "1000001"),
     ],
 )
 def test_bad_value_names_the_variable(
