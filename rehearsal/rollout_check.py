@@ -143,6 +143,55 @@ def failure_rows(records: list[RequestRecord]) -> list[dict[str, Any]]:
     ][:LISTED_FAILURES]
 
 
+class LoadJob:
+    """The load Job's life, as a context manager: its ConfigMap (the generator's files) and
+    the Job applied, and its first line awaited, on entry; `records` waits for its end and
+    reads every request's record from its log; both are deleted on exit, whatever
+    happened."""
+
+    def __init__(self, kubectl: Kubectl, name: str, manifest: str) -> None:
+        self.kubectl, self.name, self.manifest = kubectl, name, manifest
+
+    def __enter__(self) -> LoadJob:
+        kubectl = self.kubectl
+        kubectl("delete", "job", self.name, "--ignore-not-found", "--wait=true")
+        files = [f"--from-file={name}={path}" for name, path in LOAD_FILES.items()]
+        configmap = kubectl("create", "configmap", self.name, *files, "--dry-run=client", "-o=json")
+        kubectl("apply", "-f", "-", input=configmap)
+        kubectl("apply", "-f", "-", input=self.manifest)
+        try:
+            wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
+        except WaitTimeoutError as error:
+            description = kubectl("describe", "job", self.name)
+            self.__exit__()
+            raise CheckError(f"{error}:\n{description}") from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kubectl("delete", "job", self.name, "--ignore-not-found", "--wait=false")
+        self.kubectl("delete", "configmap", self.name, "--ignore-not-found")
+
+    def first_line(self) -> float | None:
+        # Not checked: until the pod runs, kubectl logs fails.
+        result = self.kubectl.run("logs", f"job/{self.name}", check=False)
+        first = result.stdout.partition("\n")[0]
+        return json.loads(first)["started_at"] if first.startswith("{") else None
+
+    def finished(self) -> str | None:
+        status = self.kubectl.get_json(f"job/{self.name}").get("status", {})
+        return (
+            "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else None
+        )
+
+    def records(self, timeout: float) -> list[RequestRecord]:
+        """Waits up to `timeout` s for the Job to end; every request's record from its log."""
+        outcome = wait_for(self.finished, timeout, "end of the load Job", interval=1.0)
+        log = self.kubectl("logs", f"job/{self.name}", timeout=300)
+        if outcome != "succeeded":
+            raise CheckError(f"the load Job {outcome}:\n{log[-2000:]}")
+        return parse_log(log)[1]
+
+
 class RolloutCheck:
     def __init__(self, options: argparse.Namespace) -> None:
         self.o = options
@@ -182,18 +231,6 @@ class RolloutCheck:
         kubectl("rollout", "status", f"deployment/{o.deployment}", f"--timeout={o.timeout}s")
         return f"kubectl drain {o.node}, then uncordon"
 
-    def first_line(self) -> float | None:
-        # Not checked: until the pod runs, kubectl logs fails.
-        result = self.kubectl.run("logs", f"job/{self.job}", check=False)
-        first = result.stdout.partition("\n")[0]
-        return json.loads(first)["started_at"] if first.startswith("{") else None
-
-    def job_finished(self) -> str | None:
-        status = self.kubectl.get_json(f"job/{self.job}").get("status", {})
-        return (
-            "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else None
-        )
-
     def run(self) -> dict[str, Any]:
         o, kubectl = self.o, self.kubectl
         deployment = kubectl.get_json(f"deployment/{o.deployment}")
@@ -206,17 +243,8 @@ class RolloutCheck:
         host = f"{o.deployment}.{o.namespace}.svc.{o.cluster_domain}."
         pods_before = self.app_pods(selector, o.node)
 
-        kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=true")
-        files = [f"--from-file={name}={path}" for name, path in LOAD_FILES.items()]
-        configmap = kubectl("create", "configmap", self.job, *files, "--dry-run=client", "-o=json")
-        kubectl("apply", "-f", "-", input=configmap)
         job = job_manifest(image, self.job, host, port, o.rate, o.seconds, o.node)
-        kubectl("apply", "-f", "-", input=job)
-        try:
-            try:
-                wait_for(self.first_line, START_TIMEOUT_SECONDS, "load started")
-            except WaitTimeoutError as error:
-                raise CheckError(f"{error}:\n{kubectl('describe', 'job', self.job)}") from None
+        with LoadJob(kubectl, self.job, job) as load:
             # This machine's clock only: the node's may differ from it (a minikube VM after a
             # laptop slept). The records' zero is taken as when the first line was seen, at
             # most a poll late, so events sit at most that much early on the records' clock.
@@ -227,16 +255,9 @@ class RolloutCheck:
             complete = time.monotonic() - origin
             print(f"rollout-check: {what}: complete after {complete - restart:.1f} s")
             remaining = max(FINISH_SECONDS, origin + o.seconds + FINISH_SECONDS - time.monotonic())
-            outcome = wait_for(self.job_finished, remaining, "end of the load Job", interval=1.0)
-            log = kubectl("logs", f"job/{self.job}", timeout=300)
+            records = load.records(remaining)
             pods_after = self.app_pods(selector)
             on_node_after = self.app_pods(selector, o.node) if o.node else set()
-        finally:
-            kubectl("delete", "job", self.job, "--ignore-not-found", "--wait=false")
-            kubectl("delete", "configmap", self.job, "--ignore-not-found")
-        if outcome != "succeeded":
-            raise CheckError(f"the load Job {outcome}:\n{log[-2000:]}")
-        _, records = parse_log(log)
 
         if o.node:
             scenario = Scenario(f"drain {o.node}", Role.DISRUPTION, 0.0, restart, o.seconds)

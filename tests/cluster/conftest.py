@@ -76,6 +76,7 @@ MODULE_ORDER = [
     "test_rollouts.py",
     "test_rehearsal.py",
     "test_rollout_check.py",
+    "test_overload.py",
     "test_undeploy.py",
     "test_operator_path.py",
 ]
