@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, required=True, help="of scheduled requests")
+    parser.add_argument(
+        "--keep-alive-connections",
+        type=int,
+        default=openloop.LoadPlan.keep_alive_connections,
+        help="the keep-alive clients' pool",
+    )
     options = parser.parse_args(argv)
 
     target = openloop.Target(options.host, options.port, os.environ.get("USER_SALT", ""))
@@ -37,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=options.rate,
         duration=options.seconds,
         max_requests=int(options.rate * options.seconds) + 1,
+        keep_alive_connections=options.keep_alive_connections,
     )
     run = openloop.LoadRun(target, plan)
     print(json.dumps({"started_at": time.time() - run.elapsed()}), flush=True)

@@ -155,8 +155,11 @@ class OpenConnection(socket.socket):
     Busy: from the first bytes of a request read (recv) to the first bytes of its response
     written (send), as asyncio's transport calls these on this socket: over HTTP/1.1, a
     request in flight, whether it waits in the event loop's queue, in h11 or in the app.
-    Idle keep-alive connections are not busy, so a client pool with many of them is not
-    refused for their number.
+    A new connection is busy from its accept: its client connected to send a request, and
+    a burst of new connections accepted in one loop iteration, none of them read yet, must
+    not all pass the bound (on a pod throttled by its CPU limit, a burst is the connections
+    of the whole throttled period). Idle keep-alive connections are not busy, so a client
+    pool with many of them is not refused for their number.
 
     Open until closed, or until the client has closed its side: Hypercorn holds the
     socket until its idle timer (keep_alive_timeout, 5 s) ends, and the slot must not
@@ -172,6 +175,8 @@ class OpenConnection(socket.socket):
         gate.open += 1
         if self._admission is not None:
             self._admission.open += 1
+            self._busy_in = self._admission
+            self._admission.busy += 1
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data = super().recv(bufsize, flags)

@@ -47,6 +47,9 @@ DEPLOYMENT = only(load_documents(MANIFEST), "Deployment")
 CONTAINER = app_container(DEPLOYMENT)
 READINESS = CONTAINER["readinessProbe"]
 OVERLOAD_SECONDS = 60.0
+# The keep-alive clients' pool: large enough that the excess reaches the pods, not queues
+# in the client waiting for a free connection (16, the generator's default, would).
+KEEP_ALIVE_CONNECTIONS = 128
 JOB = "user-hasher-overload"
 
 
@@ -121,13 +124,16 @@ def overload(cluster: LocalCluster, rate: float) -> tuple[list[RequestRecord], l
     names = {pod["metadata"]["name"] for pod in cluster.pods(NAMESPACE, SELECTOR)}
     port = service_target(cluster).port
     host = f"{APP}.{NAMESPACE}.svc.cluster.local."
-    manifest = job_manifest(running_image(cluster), JOB, host, port, rate, OVERLOAD_SECONDS)
+    job = json.loads(job_manifest(running_image(cluster), JOB, host, port, rate, OVERLOAD_SECONDS))
+    job["spec"]["template"]["spec"]["containers"][0]["args"].append(
+        f"--keep-alive-connections={KEEP_ALIVE_CONNECTIONS}"
+    )
     kubectl = cluster.client.in_namespace(NAMESPACE)
     with (
         cluster.watch("pods", NAMESPACE, SELECTOR) as pods,
         cluster.watch("endpointslices", NAMESPACE) as slices,
     ):
-        with LoadJob(kubectl, JOB, manifest) as load:
+        with LoadJob(kubectl, JOB, json.dumps(job)) as load:
             records = load.records(OVERLOAD_SECONDS + FINISH_SECONDS)
         time.sleep(READINESS["periodSeconds"] * READINESS["failureThreshold"])
     return records, unready_moments(pods, names) + unready_moments(slices, names)
@@ -186,7 +192,7 @@ def test_one_pod_at_4x_its_saturation_sheds_and_stays_ready(cluster: LocalCluste
 def test_three_pods_at_2x_the_deployments_capacity_shed_and_stay_ready(
     cluster: LocalCluster,
 ) -> None:
-    pods = limit_pods(cluster, 3, "100m")
+    pods = limit_pods(cluster, 3, "200m")
     names = {pod["metadata"]["name"] for pod in pods}
     capacity = measure_saturation(service_target(cluster), connections=24, seconds=5.0)
     assert capacity.requests > 0, f"nothing answered through the Service: {capacity}"
@@ -195,7 +201,7 @@ def test_three_pods_at_2x_the_deployments_capacity_shed_and_stay_ready(
 
     shed = {pod["metadata"]["name"]: shed_total(pod["status"]["podIP"]) for pod in pods}
     report(
-        f"three pods (100m CPU each) at 2x their capacity ({capacity.rate:.0f} req/s) for "
+        f"three pods (200m CPU each) at 2x their capacity ({capacity.rate:.0f} req/s) for "
         f"{OVERLOAD_SECONDS:.0f} s: {summary(records)}; user_hasher_shed_total {shed}; "
         f"restarts {restarts(cluster, names)}; not-ready moments {len(unready)}"
     )

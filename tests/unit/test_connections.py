@@ -75,7 +75,8 @@ def test_a_connection_under_the_bound_is_let_in_and_counted_until_closed(
     accepted, address = server.accept()
     assert isinstance(accepted, OpenConnection)
     assert address[0] == OTHER_PEER  # type: ignore[index]
-    assert (gate.open, gate.admission.open, gate.admission.busy) == (1, 1, 0)  # open, idle
+    # New: busy already, its request is on its way (a burst of them must meet the bound).
+    assert (gate.open, gate.admission.open, gate.admission.busy) == (1, 1, 1)
     client.sendall(b"request")
     assert accepted.recv(3, socket.MSG_PEEK) == b"req"  # flags reach the socket
     assert accepted.recv(3) == b"req"
@@ -98,6 +99,22 @@ def test_a_connection_under_the_bound_is_let_in_and_counted_until_closed(
     accepted.close()  # closing twice counts once
     assert (gate.open, gate.admission.open, gate.admission.busy) == (0, 0, 0)
     client.close()
+
+
+def test_a_burst_of_new_connections_meets_the_bound_before_any_is_read(
+    listener: socket.socket,
+) -> None:
+    gate = gate_for(max_in_flight=2)
+    server = gated(listener, gate)
+    clients = [connect(server) for _ in range(3)]
+    wait_queued(3)
+    accepted = [server.accept()[0] for _ in range(2)]  # neither has sent a byte yet
+    with pytest.raises(BlockingIOError):
+        server.accept()  # the third is refused: the two new ones are requests on their way
+    assert gate.admission.shed[SATURATED] == 1
+    assert (gate.admission.open, gate.admission.busy) == (2, 2)
+    for sock in [*accepted, *clients]:
+        sock.close()
 
 
 def test_two_busy_connections_count_two(listener: socket.socket) -> None:
