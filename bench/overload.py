@@ -44,7 +44,15 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.processes import LOAD_CPU, TARGET, Server, raise_open_files_limit, wrk, wrk_command
+from bench.processes import (
+    LOAD_CPU,
+    TARGET,
+    CpuLimit,
+    Server,
+    raise_open_files_limit,
+    wrk,
+    wrk_command,
+)
 from proving.contract import CONTRACT_SALT
 from proving.openloop import LoadPlan, LoadRun, RequestRecord, Target, percentile
 
@@ -66,6 +74,10 @@ SERVER_ENV = {"NODE_IP": PROBE_SOURCE, "SHED_EXEMPT_ADDRESSES": ""}
 # The service as it was before admission control.
 UNPROTECTED_ENV = {"SHED_LOAD": "false"}
 SIDES = ("before", "after")
+# The servers' share of their core, as a pod's CPU limit: low enough that the generator,
+# Python on the other core, can offer 4x what they serve (it offers ~2,000 req/s at most;
+# a whole core serves ~1,400). Both servers run under the same limit.
+SERVER_CORES = 0.3
 
 
 @dataclass(frozen=True)
@@ -271,8 +283,17 @@ def _open_loop_row(server: Server, factor: float, rate: float, seconds: float) -
     return row
 
 
-def overload(mode: OverloadMode, env: dict[str, str]) -> dict:
-    """Both servers through every load in turn (before, after, before, after, ...)."""
+def overload(mode: OverloadMode, env: dict[str, str], cores: float = SERVER_CORES) -> dict:
+    """Both servers, under one CPU limit of `cores`, through every load in turn (before,
+    after, before, after, ...)."""
+    with CpuLimit(cores) as limit:
+        results = _overload(mode, env, limit)
+    results["server_cores"] = None if limit.problem else cores
+    results["cpu_limit_problem"] = limit.problem
+    return results
+
+
+def _overload(mode: OverloadMode, env: dict[str, str], limit: CpuLimit) -> dict:
     servers = {
         "before": Server("unprotected", None, {**env, **SERVER_ENV, **UNPROTECTED_ENV}),
         "after": Server("shipped", None, {**env, **SERVER_ENV}),
@@ -284,6 +305,7 @@ def overload(mode: OverloadMode, env: dict[str, str]) -> dict:
     try:
         for server in servers.values():
             server.start()
+            limit.add(server.pid)
         rates = [
             wrk(server.url + TARGET, seconds=mode.saturation_seconds).per_second
             for _ in range(2)
@@ -355,8 +377,14 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 
 def overload_lines(result: dict) -> list[str]:
+    limit = (
+        f"both servers limited to {result['server_cores']:g} of a core"
+        if result.get("server_cores")
+        else f"WARNING: {result.get('cpu_limit_problem')}: the servers have a whole core"
+    )
     lines = [
-        "overload (open loop at multiples of saturation, closed loop with many connections;",
+        f"overload ({limit}; open loop at multiples of saturation, closed loop with many",
+        "  connections;",
         "  probes every 0.2 s; ms; p50/p99 of admitted requests (open loop), wrk's of all",
         "  answers (closed loop); us/ans: server CPU per answer, served or shed)",
         f"  {'load':<13}{'server':<8}{'offered/s':>10}{'goodput/s':>10}{'p50':>7}{'p99':>7}"

@@ -6,6 +6,7 @@ core; what each server spends is read from /proc (user + system CPU, resident me
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -81,6 +82,54 @@ class Server(ServiceProcess):
         seconds = self.stop_by(sig, timeout)
         self._log.close()
         return seconds
+
+
+class CpuLimit:
+    """A share of a core for the server processes put in it, as a pod's CPU limit gives one:
+    a CFS quota in a cgroup of its own (v1 `cpu` hierarchy or v2), removed on exit.
+
+    The period is 10 ms, not the kubelet's 100 ms: the share is the same, but a throttled
+    server pauses for at most a few milliseconds, so the latencies measured are the
+    server's, not the throttle's. Needs root and a writable cgroup file system; where there
+    is none, `problem` says why and nothing is limited."""
+
+    PERIOD_US = 10_000
+    V1_ROOT = Path("/sys/fs/cgroup/cpu")
+    V2_ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self, cores: float, name: str = "user-hasher-bench") -> None:
+        self.cores = cores
+        self.quota_us = max(1000, round(cores * self.PERIOD_US))
+        self.problem: str | None = None
+        if (self.V1_ROOT / "cpu.cfs_quota_us").exists():
+            self.group, self.v1 = self.V1_ROOT / name, True
+        else:
+            self.group, self.v1 = self.V2_ROOT / name, False
+
+    def __enter__(self) -> CpuLimit:
+        try:
+            self.group.mkdir(exist_ok=True)
+            if self.v1:
+                (self.group / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+                (self.group / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+            else:
+                (self.group / "cpu.max").write_text(f"{self.quota_us} {self.PERIOD_US}")
+        except OSError as error:
+            self.problem = f"no CPU limit ({error.strerror}: {error.filename})"
+        return self
+
+    def add(self, pid: int) -> None:
+        if self.problem is None:
+            (self.group / "cgroup.procs").write_text(str(pid))
+
+    def __exit__(self, *_: object) -> None:
+        if self.problem is None:
+            # Whatever is left in it (nothing, once its servers stopped) goes back to the root.
+            for pid in (self.group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.group.parent / "cgroup.procs").write_text(pid)
+            with contextlib.suppress(OSError):
+                self.group.rmdir()
 
 
 class WrkError(RuntimeError):

@@ -83,9 +83,30 @@ def resolve_env(docs: list[Doc], field_values: dict[str, str]) -> dict[str, str]
                 env[var["name"]] = labels[path.removeprefix("metadata.labels['").removesuffix("']")]
             else:
                 env[var["name"]] = field_values[path]
+        elif "resourceFieldRef" in source:
+            env[var["name"]] = resource_field(app_container(deployment), source["resourceFieldRef"])
         else:
             raise ManifestError(f"env {var['name']}: unsupported source {sorted(source)}")
     return env
+
+
+def cpu_millicores(quantity: str | int | float) -> int:
+    """A CPU quantity ("1", "0.5", "250m") in millicores."""
+    text = str(quantity)
+    if text.endswith("m"):
+        return int(text.removesuffix("m"))
+    return round(float(text) * 1000)
+
+
+def resource_field(container: Doc, ref: dict[str, Any]) -> str:
+    """A resourceFieldRef's value as the kubelet sets it: the container's CPU limit or
+    request in units of `divisor`, rounded up (only CPU is supported here)."""
+    kind, _, name = ref["resource"].partition(".")
+    if name != "cpu":
+        raise ManifestError(f"resourceFieldRef {ref['resource']}: only CPU is supported")
+    millicores = cpu_millicores(container["resources"][kind]["cpu"])
+    divisor = cpu_millicores(ref.get("divisor", "1"))
+    return str(-(-millicores // divisor))
 
 
 def package_version() -> str:

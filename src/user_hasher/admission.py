@@ -85,7 +85,7 @@ class Admission:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Admission":
-        return cls(settings.MAX_IN_FLIGHT, settings.SATURATED_LAG_SECONDS, settings.SHED_LOAD)
+        return cls(settings.in_flight_bound, settings.SATURATED_LAG_SECONDS, settings.SHED_LOAD)
 
     @property
     def saturated(self) -> bool:

@@ -16,6 +16,14 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # every hash made with it.
 TEST_SALT = "TESTSALT"
 
+# Requests in flight per core of CPU that admission control lets in while saturated: one
+# core serves ~1,400 req/s, ~0.7 ms each, so 48 at once wait ~34 ms for it, under the
+# 50 ms goal with room for the loop's own work; 32 keep-alive connections already
+# saturate it. A pod limited to a quarter of a core serves each in ~2.9 ms: 12.
+IN_FLIGHT_PER_CORE = 48
+# However small the CPU limit: a few at once keep the core busy between reads and writes.
+MIN_IN_FLIGHT = 4
+
 
 class Settings(BaseSettings):
     # No prefix: USER_SALT is the name the contract gives the salt, and the Deployment
@@ -53,12 +61,15 @@ class Settings(BaseSettings):
     # saturation the excess is refused with a 503 at once instead of queued. Off only to
     # measure the service without it.
     SHED_LOAD: bool = True
-    # Requests served at once; past it new connections are refused at accept (over
-    # HTTP/1.1 a connection carries one request at a time) and requests shed. One core
-    # serves ~1,400 req/s, ~0.7 ms each: 48 at once wait at most ~34 ms for the core,
-    # under the 50 ms goal with room for the loop's own work and a noisy node; 32
-    # keep-alive connections already saturate it (docs/capacity.md#overload).
-    MAX_IN_FLIGHT: int = Field(default=48, ge=1, le=100_000)
+    # Requests served at once while saturated; past it new connections are refused at
+    # accept (over HTTP/1.1 a connection carries one request at a time) and requests shed.
+    # Unset: IN_FLIGHT_PER_CORE for each core of CPU_LIMIT_MILLICORES (one core at most:
+    # one event loop uses no more), so that the wait for the CPU stays ~35 ms whatever the
+    # pod's limit (docs/capacity.md#overload).
+    MAX_IN_FLIGHT: int | None = Field(default=None, ge=1, le=100_000)
+    # The container's CPU limit, which the Deployment passes from the downward API
+    # (limits.cpu in millicores); unset outside Kubernetes: one core.
+    CPU_LIMIT_MILLICORES: int = Field(default=1000, ge=1, le=1_000_000)
     # The event loop's lag (smoothed over ~100 ms) above which it is saturated, and the
     # bound above applies. An idle or coping loop runs its timers within a millisecond;
     # a saturated one only after every ready callback, ~5-15 ms with tens of busy
@@ -95,6 +106,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @property
+    def in_flight_bound(self) -> int:
+        """MAX_IN_FLIGHT, or derived from the CPU limit: what the pod's share of a core
+        serves within ~35 ms."""
+        if self.MAX_IN_FLIGHT is not None:
+            return self.MAX_IN_FLIGHT
+        cores = min(self.CPU_LIMIT_MILLICORES, 1000) / 1000
+        return max(MIN_IN_FLIGHT, round(IN_FLIGHT_PER_CORE * cores))
 
     @property
     def salt_is_set(self) -> bool:

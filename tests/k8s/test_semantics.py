@@ -4,7 +4,15 @@ from collections.abc import Callable
 
 import pytest
 
-from proving.manifests import Doc, app_container, only, pod_spec
+from proving.manifests import (
+    Doc,
+    app_container,
+    cpu_millicores,
+    only,
+    pod_spec,
+    resolve_env,
+    resource_field,
+)
 from tests.k8s.manifest_checks import (
     CHECKS,
     all_problems,
@@ -12,6 +20,7 @@ from tests.k8s.manifest_checks import (
     is_valid_name,
     selects,
 )
+from user_hasher.settings import Settings
 
 
 def test_the_manifests_pass_every_check(manifest_docs: list[Doc], version: str) -> None:
@@ -332,3 +341,23 @@ def test_selectors() -> None:
     )
     assert not selects({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, labels)
     assert not selects({}, labels), "an empty selector is refused, not taken as 'everything'"
+
+
+def test_admission_control_bounds_a_pod_by_its_own_cpu_limit(manifest_docs: list[Doc]) -> None:
+    """The Deployment hands the container its CPU limit (downward API, in millicores), and
+    the bound on requests served at once follows it (docs/capacity.md#overload)."""
+    deployment = only(manifest_docs, "Deployment")
+    env = resolve_env(manifest_docs, {"status.podIP": "10.0.0.1", "status.hostIP": "10.0.0.2"})
+    limit = app_container(deployment)["resources"]["limits"]["cpu"]
+    assert env["CPU_LIMIT_MILLICORES"] == str(cpu_millicores(limit))
+    assert "MAX_IN_FLIGHT" not in env  # derived, not written down a second time
+    settings = Settings(**env)  # type: ignore[arg-type]
+    assert settings.in_flight_bound == round(48 * min(cpu_millicores(limit), 1000) / 1000)
+    # The lowered limits the live overload test gives its pods.
+    for cpu, millicores in (("250m", "250"), ("0.2", "200"), ("2", "2000")):
+        container = {"resources": {"limits": {"cpu": cpu}}}
+        assert resource_field(container, {"resource": "limits.cpu", "divisor": "1m"}) == millicores
+    assert (
+        resource_field({"resources": {"limits": {"cpu": "250m"}}}, {"resource": "limits.cpu"})
+        == "1"
+    )

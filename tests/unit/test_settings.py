@@ -1,7 +1,14 @@
 import pytest
 
 from user_hasher import __version__
-from user_hasher.settings import TEST_SALT, SettingsError, load_settings
+from user_hasher.settings import (
+    IN_FLIGHT_PER_CORE,
+    MIN_IN_FLIGHT,
+    TEST_SALT,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 # Every variable Settings reads: a test sets what it needs on a clean slate.
 VARIABLES = (
@@ -20,6 +27,7 @@ VARIABLES = (
     "SLOW_REQUEST_SECONDS",
     "SHED_LOAD",
     "MAX_IN_FLIGHT",
+    "CPU_LIMIT_MILLICORES",
     "SATURATED_LAG_SECONDS",
     "MAX_CONNECTIONS",
     "SHED_EXEMPT_ADDRESSES",
@@ -49,9 +57,34 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.SLOW_REQUEST_SECONDS == 0.25
     # docs/capacity.md#overload derives these.
     assert settings.SHED_LOAD is True
-    assert (settings.MAX_IN_FLIGHT, settings.SATURATED_LAG_SECONDS) == (48, 0.005)
+    assert (settings.MAX_IN_FLIGHT, settings.CPU_LIMIT_MILLICORES) == (None, 1000)
+    assert (settings.in_flight_bound, settings.SATURATED_LAG_SECONDS) == (48, 0.005)
     assert settings.MAX_CONNECTIONS == 2048
     assert settings.SHED_EXEMPT_ADDRESSES == ("127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize(
+    ("millicores", "bound"),
+    [
+        (1000, 48),  # a whole core: IN_FLIGHT_PER_CORE
+        (4000, 48),  # one event loop uses one core, whatever the limit
+        (250, 12),  # a quarter of a core serves each request in 4x the time
+        (500, 24),
+        (260, 12),  # rounded: 12.48
+        (270, 13),  # 12.96
+        (100, 5),  # 4.8
+        (90, 4),  # 4.32, and MIN_IN_FLIGHT
+        (50, 4),  # 2.4: a few at once, however small the limit
+    ],
+)
+def test_the_in_flight_bound_follows_the_cpu_limit(millicores: int, bound: int) -> None:
+    settings = Settings(CPU_LIMIT_MILLICORES=millicores)
+    assert (IN_FLIGHT_PER_CORE, MIN_IN_FLIGHT) == (48, 4)
+    assert settings.in_flight_bound == bound
+
+
+def test_a_set_max_in_flight_wins_over_the_cpu_limit() -> None:
+    assert Settings(MAX_IN_FLIGHT=7, CPU_LIMIT_MILLICORES=250).in_flight_bound == 7
 
 
 def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,6 +115,8 @@ def test_salt_never_appears_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SHED_LOAD", "false", False),
         ("MAX_IN_FLIGHT", "1", 1),
         ("MAX_IN_FLIGHT", "100000", 100_000),
+        ("CPU_LIMIT_MILLICORES", "1", 1),
+        ("CPU_LIMIT_MILLICORES", "1000000", 1_000_000),
         ("SATURATED_LAG_SECONDS", "10", 10.0),
         ("MAX_CONNECTIONS", "1", 1),
         ("MAX_CONNECTIONS", "1000000", 1_000_000),
@@ -123,6 +158,9 @@ def test_values_at_the_bounds_are_accepted(
         ("SHED_LOAD", "sometimes"),
         ("MAX_IN_FLIGHT", "0"),
         ("MAX_IN_FLIGHT", "100001"),
+        ("CPU_LIMIT_MILLICORES", "0"),
+        ("CPU_LIMIT_MILLICORES", "1000001"),
+        ("CPU_LIMIT_MILLICORES", "250m"),  # the Deployment passes millicores, a plain number
         ("SATURATED_LAG_SECONDS", "0"),
         ("SATURATED_LAG_SECONDS", "10.5"),
         ("MAX_CONNECTIONS", "0"),
