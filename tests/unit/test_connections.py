@@ -127,6 +127,13 @@ def test_two_busy_connections_count_two(listener: socket.socket) -> None:
         client.sendall(b"GET")
         sock.recv(10)
     assert gate.admission.busy == 2
+    for sock in accepted:
+        sock.send(b"answer")
+    assert gate.admission.busy == 0  # both kept alive, idle
+    for client, sock in zip(clients, accepted, strict=True):
+        client.sendall(b"GET")  # the next request on each
+        sock.recv(10)
+    assert gate.admission.busy == 2
     for sock in [*accepted, *clients]:
         sock.close()
     assert (gate.admission.open, gate.admission.busy) == (0, 0)
