@@ -468,7 +468,13 @@ def overload_goals(result: dict) -> dict:
     pairs = list(zip(before["open_loop"], after["open_loop"], strict=True)) + list(
         zip(before["closed_loop"], after["closed_loop"], strict=True)
     )
-    ratios = [a.get("goodput_rps", 0.0) / max(b.get("goodput_rps", 0.0), 1e-9) for b, a in pairs]
+    # After's goodput over before's; before served nothing: infinite, or 1 if neither did.
+    ratios = [
+        a.get("goodput_rps", 0.0) / b["goodput_rps"]
+        if b.get("goodput_rps")
+        else (math.inf if a.get("goodput_rps") else 1.0)
+        for b, a in pairs
+    ]
     return {
         "overload: goodput >= 90% of saturation at 2x and 4x": goal(
             bool(goodput) and all(share >= 0.9 for share in goodput),

@@ -60,9 +60,11 @@ def test_short_bench_measures_every_row() -> None:
     assert summary["capacity"]["rps_per_pod_at_hpa_target"] >= 0
     assert set(summary["goals"]) >= {"shipped >= 0.95x minimal Quart", "metrics < 3% of a request"}
     assert all(part["us"] > 0 for part in summary["parts"].values())
-    assert set(summary["overload"]) == {"before", "after"}  # tests/tooling/test_bench_overload.py
+    assert {"before", "after"} <= set(summary["overload"])  # tests/tooling/test_bench_overload.py
     assert all(math.isfinite(n) for n in numbers(summary))
     # The table is printed, ending with where the summary went.
     assert "throughput (wrk" in result.stdout
     assert "wrote build/bench/summary.json" in result.stdout
-    assert "overload (open loop" in result.stdout
+    assert "overload (both servers limited to" in result.stdout or "overload (WARNING" in (
+        result.stdout
+    )
