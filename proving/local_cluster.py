@@ -66,6 +66,11 @@ class ClusterError(RuntimeError):
     pass
 
 
+# What a wait on the cluster counts as "not yet": a kubectl call that failed or took too long
+# once, an object without the key asked for yet.
+TRANSIENT_ERRORS = (KubectlError, ClusterError, subprocess.TimeoutExpired, OSError, KeyError)
+
+
 def bundle_dir() -> Path:
     return Path(os.environ.get(BUNDLE_ENV) or REPO_ROOT.parent / "shared" / "kube").resolve()
 
@@ -313,8 +318,7 @@ class LocalCluster:
     ) -> Any:
         """Polls until predicate returns something truthy, and returns it; on timeout raises
         WaitTimeoutError with `what` (a failed kubectl or a missing key counts as not yet)."""
-        transient = (KubectlError, ClusterError, subprocess.TimeoutExpired, OSError, KeyError)
-        return wait_for(predicate, timeout, what, interval, transient)
+        return wait_for(predicate, timeout, what, interval, TRANSIENT_ERRORS)
 
     # --- lifecycle -------------------------------------------------------------
 

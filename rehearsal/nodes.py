@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,13 @@ from rehearsal.observe import Observer, endpoint_readiness, turned_not_ready
 from rehearsal.report import Gate, Rehearsal, Role
 from rehearsal.scenarios import (
     SETTLE_TIMEOUT_SECONDS,
+    Act,
     App,
+    ClusterStage,
     ServiceLoad,
-    Stage,
-    log,
     short,
 )
+from rehearsal.stage import log
 
 FIRST_NODE = "minikube"
 # (name, index, zone) of the workers add-node.sh adds; the first node becomes zone-a.
@@ -167,9 +168,9 @@ class NodeDeath:
     removed_at: float | None = None
 
 
-@dataclass
-class NodeStage(Stage):
-    """Stage with the node scenarios."""
+@dataclass(kw_only=True)
+class NodeStage(ClusterStage):
+    """The cluster's Stage with the node scenarios."""
 
     nodes: Watch | None = None
     max_unavailable: int = 1
@@ -236,8 +237,8 @@ class NodeStage(Stage):
         self.event(f"uncordon {node}", node=node)
         return refused
 
-    def drain_one(self, node: str) -> Callable[[list[dict[str, Any]]], None]:
-        def act(before: list[dict[str, Any]]) -> None:
+    def drain_one(self, node: str) -> Act:
+        def act(before: Sequence[dict[str, Any]]) -> None:
             if node not in {pod["spec"]["nodeName"] for pod in before}:
                 raise ClusterError(f"{node} holds no pod of the app: {self.placed()}")
             self.current.measurements["pdb_refusals_retried"] = self.drain(node)
@@ -248,7 +249,7 @@ class NodeStage(Stage):
 
         return act
 
-    def upgrade(self, before: list[dict[str, Any]]) -> None:
+    def upgrade(self, before: Sequence[dict[str, Any]]) -> None:
         """Every node in turn, the first node last (a control plane is upgraded first in a
         real cluster, but here the first node also holds the cluster's DNS)."""
         refused = 0
@@ -258,7 +259,7 @@ class NodeStage(Stage):
         self.wait_steady()
         self.current.measurements["pods_per_node_after"] = _count(self.placed().values())
 
-    def scale_up(self, before: list[dict[str, Any]]) -> None:
+    def scale_up(self, before: Sequence[dict[str, Any]]) -> None:
         replicas = len(before)
         self.event(f"kubectl scale --replicas={SCALE_UP_REPLICAS}")
         self.kubectl(
@@ -274,12 +275,10 @@ class NodeStage(Stage):
         self.kubectl("scale", f"deployment/{self.app.deployment}", f"--replicas={replicas}")
         self.wait(lambda: self.observer.replicas() == replicas, f"{replicas} replicas wanted")
 
-    def pause(
-        self, component: str, seconds: float, node: str | None = None
-    ) -> Callable[[list[dict[str, Any]]], None]:
+    def pause(self, component: str, seconds: float, node: str | None = None) -> Act:
         where = node or FIRST_NODE
 
-        def act(before: list[dict[str, Any]]) -> None:
+        def act(before: Sequence[dict[str, Any]]) -> None:
             with self.cluster.paused(component, node) as pid:
                 self.event(f"SIGSTOP {component} on {where} (pid {pid})", node=where)
                 time.sleep(seconds)
@@ -342,12 +341,12 @@ class NodeStage(Stage):
             time.sleep(0.5)
         self.event("watches not restarted (kubectl kept its connections)")
 
-    def api_pause_steady(self, before: list[dict[str, Any]]) -> None:
+    def api_pause_steady(self, before: Sequence[dict[str, Any]]) -> None:
         self.api_server_away(API_PAUSE_STEADY_SECONDS)
         time.sleep(API_SETTLE_SECONDS)
         self.event("controllers caught up")
 
-    def api_pause_mid_rollout(self, before: list[dict[str, Any]]) -> None:
+    def api_pause_mid_rollout(self, before: Sequence[dict[str, Any]]) -> None:
         old = {pod["metadata"]["name"] for pod in before}
         self.event("kubectl rollout restart")
         self.kubectl("rollout", "restart", f"deployment/{self.app.deployment}")
@@ -387,8 +386,8 @@ class NodeStage(Stage):
             )
         )
 
-    def node_death(self, victim: str) -> Callable[[list[dict[str, Any]]], None]:
-        def act(before: list[dict[str, Any]]) -> None:
+    def node_death(self, victim: str) -> Act:
+        def act(before: Sequence[dict[str, Any]]) -> None:
             dead = {
                 pod["metadata"]["name"]: pod["status"]["podIP"]
                 for pod in before
@@ -645,12 +644,12 @@ def _rehearse_nodes(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
             )
             rehearsal.node_zones = dict(zones)
             stage = NodeStage(
-                cluster,
-                app,
-                observer,
-                run,
-                rehearsal,
-                log_dir,
+                cluster=cluster,
+                app=app,
+                observer=observer,
+                run=run,
+                rehearsal=rehearsal,
+                log_dir=log_dir,
                 steady_seconds=STEADY_SECONDS,
                 nodes=nodes,
                 max_unavailable=int(pdb["spec"]["maxUnavailable"]),

@@ -22,6 +22,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +31,18 @@ import yaml
 
 from proving.kubectl import Kubectl, KubectlError
 from proving.openloop import Client, Error, RequestRecord, summarize
+from proving.steady import steady_pods
 from proving.waiting import WaitTimeoutError, wait_for
 from rehearsal.report import (
     MIN_REQUESTS_PER_CLIENT,
-    Event,
     Gate,
+    Rehearsal,
     Role,
-    Scenario,
     scenario_rows,
     scenario_summary,
     write_summary,
 )
+from rehearsal.stage import Stage
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -192,6 +195,23 @@ class LoadJob:
         return parse_log(log)[1]
 
 
+@dataclass(frozen=True)
+class DeploymentFleet:
+    """The app's Deployment as kubectl shows it (any context, no watches): steady as
+    proving.steady says. The builds the pods report are not seen from outside the cluster."""
+
+    kubectl: Kubectl
+    deployment: str
+    selector: str
+
+    def steady_pods(self) -> list[dict[str, Any]] | None:
+        deployment = self.kubectl.get_json(f"deployment/{self.deployment}")
+        return steady_pods(deployment, self.kubectl.get_json("pods", "-l", self.selector)["items"])
+
+    def revisions(self, pods: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+        return {}
+
+
 class RolloutCheck:
     def __init__(self, options: argparse.Namespace) -> None:
         self.o = options
@@ -244,33 +264,51 @@ class RolloutCheck:
         pods_before = self.app_pods(selector, o.node)
 
         job = job_manifest(image, self.job, host, port, o.rate, o.seconds, o.node)
+        record = Rehearsal(
+            target=f"http://{host}:{port} from a pod of Job {self.job}",
+            rate=o.rate,
+            saturation=None,
+            started_at=time.time(),
+            min_rollout_requests=0,
+            not_ready_source="not observed (kubectl only)",
+        )
         with LoadJob(kubectl, self.job, job) as load:
             # This machine's clock only: the node's may differ from it (a minikube VM after a
             # laptop slept). The records' zero is taken as when the first line was seen, at
             # most a poll late, so events sit at most that much early on the records' clock.
             origin = time.monotonic()
-            time.sleep(o.steady)
-            restart = time.monotonic() - origin
-            what = self.disrupt()
-            complete = time.monotonic() - origin
+            stage = Stage(
+                fleet=DeploymentFleet(kubectl, o.deployment, selector),
+                clock=lambda: time.monotonic() - origin,
+                rehearsal=record,
+                steady_seconds=o.steady,
+                settle_timeout=o.timeout,
+                transient=(KubectlError, subprocess.TimeoutExpired),
+                tag="rollout-check",
+            )
+            if o.node:
+                name, role, what = f"drain {o.node}", Role.DISRUPTION, f"kubectl drain {o.node}"
+                done = "drained, uncordoned, app available"
+            else:
+                name, role, what = "rollout restart", Role.ROLLOUT, "kubectl rollout restart"
+                done = "rollout complete"
+
+            def disrupt(_: object) -> None:
+                stage.event(what, node=o.node)
+                self.disrupt()
+                stage.event(done, node=o.node)
+
+            stage.scenario(name, role, disrupt)
+            (scenario,) = record.scenarios
+            restart, complete = (event.at for event in scenario.events)
             print(f"rollout-check: {what}: complete after {complete - restart:.1f} s")
             remaining = max(FINISH_SECONDS, origin + o.seconds + FINISH_SECONDS - time.monotonic())
             records = load.records(remaining)
             pods_after = self.app_pods(selector)
             on_node_after = self.app_pods(selector, o.node) if o.node else set()
+        # Nothing is scheduled after it: the scenario ends where the load does.
+        scenario.end = o.seconds
 
-        if o.node:
-            scenario = Scenario(f"drain {o.node}", Role.DISRUPTION, 0.0, restart, o.seconds)
-            scenario.events = [
-                Event(restart, f"kubectl drain {o.node}", node=o.node),
-                Event(complete, "drained, uncordoned, app available", node=o.node),
-            ]
-        else:
-            scenario = Scenario("rollout restart", Role.ROLLOUT, 0.0, restart, o.seconds)
-            scenario.events = [
-                Event(restart, "kubectl rollout restart"),
-                Event(complete, "rollout complete"),
-            ]
         during = summarize(records, restart, o.seconds)
         rolling = summarize(records, restart, complete)
         whole = summarize(records)
@@ -298,7 +336,7 @@ class RolloutCheck:
             ),
         ]
         return {
-            "target": f"http://{host}:{port} from a pod of Job {self.job}",
+            "target": record.target,
             "image": image,
             "rate_per_s": o.rate,
             "requests": whole.requests,

@@ -27,16 +27,21 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from proving.docker import DOCKER, build_image, engine_problem
-from proving.local_cluster import ClusterError, LocalCluster, bundle_problem, started
+from proving.local_cluster import (
+    TRANSIENT_ERRORS,
+    ClusterError,
+    LocalCluster,
+    bundle_problem,
+    started,
+)
 from proving.manifests import MANIFEST, app_container, load_documents, only, secret_values
 from proving.openloop import LoadPlan, LoadRun, Target, measure_saturation
 from rehearsal.observe import (
@@ -47,8 +52,11 @@ from rehearsal.observe import (
     restart_count,
     turned_not_ready,
 )
-from rehearsal.report import Event, Gate, Rehearsal, Role, Scenario
+from rehearsal.report import Event, Gate, Rehearsal, Role
+from rehearsal.stage import Fleet, Stage, log
 
+# A scenario's event: what it does to the pods that were steady before it.
+Act = Callable[[Sequence[dict[str, Any]]], None]
 SATURATION_CONNECTIONS = 8
 SATURATION_SECONDS = 3.0
 # Well below saturation, so that queueing is not the story, and the load generator, the
@@ -80,10 +88,6 @@ NOT_READY_SOURCE = (
     "arrival of the EndpointSlice watch event that shows the pod's endpoint not ready (or "
     "gone). Negative: the endpoint turned not ready before the app got its SIGTERM."
 )
-
-
-def log(message: str) -> None:
-    print(f"rehearsal: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -153,29 +157,44 @@ def short(pod: str) -> str:
     return pod.rsplit("-", 1)[-1]
 
 
-@dataclass
-class Stage:
-    """Runs scenarios against the app while `run` sends the load; every event is stamped
-    on the load's clock."""
+@dataclass(frozen=True)
+class ClusterFleet:
+    """The app's Deployment as the rehearsal's watches show it; each pod's build read from
+    its /metrics."""
+
+    observer: Observer
+    metrics_port: int
+
+    def steady_pods(self) -> list[dict[str, Any]] | None:
+        return self.observer.steady_pods()
+
+    def revisions(self, pods: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+        return {
+            pod["metadata"]["name"]: pod_revision(pod["status"]["podIP"], self.metrics_port)
+            for pod in pods
+        }
+
+
+@dataclass(kw_only=True)
+class ClusterStage(Stage):
+    """The harness's Stage on the cluster: the app's pods are the fleet, the events are what
+    people and Kubernetes do to them (make rollout, scale, evict, kill)."""
 
     cluster: LocalCluster
     app: App
     observer: Observer
     run: LoadRun
-    rehearsal: Rehearsal
     log_dir: Path
     killed: dict[str, float] = field(default_factory=dict)  # pod -> when its SIGKILL went
+    fleet: Fleet = field(init=False)
+    clock: Callable[[], float] = field(init=False)
     steady_seconds: float = STEADY_SECONDS
+    settle_timeout: float = SETTLE_TIMEOUT_SECONDS
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
 
-    # --- helpers -------------------------------------------------------------------
-
-    @property
-    def current(self) -> Scenario:
-        return self.rehearsal.scenarios[-1]
-
-    def event(self, what: str, node: str | None = None) -> None:
-        self.current.events.append(Event(self.run.elapsed(), what, node=node))
-        log(f"{self.run.elapsed():7.1f} s  {what}")
+    def __post_init__(self) -> None:
+        self.fleet = ClusterFleet(self.observer, self.app.metrics_port)
+        self.clock = self.run.elapsed
 
     def kubectl(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("--namespace", self.app.namespace, *args, **options)
@@ -186,50 +205,16 @@ class Stage:
             make_log.write(f"--- make {target} {variables}\n{output}")
         return output
 
-    def wait(self, predicate: Callable[[], Any], what: str) -> Any:
-        return self.cluster.wait_for(predicate, SETTLE_TIMEOUT_SECONDS, what, interval=0.25)
-
-    def wait_steady(self) -> list[dict[str, Any]]:
-        return self.wait(self.observer.steady_pods, "the app steady")
-
     def wait_gone(self, pods: set[str]) -> None:
         self.wait(lambda: pods.isdisjoint(self.observer.live_pods()), f"{sorted(pods)} gone")
 
-    def revisions(self, pods: list[dict[str, Any]]) -> dict[str, list[str]]:
-        return {
-            pod["metadata"]["name"]: pod_revision(pod["status"]["podIP"], self.app.metrics_port)
-            for pod in pods
-        }
-
-    # --- one scenario ----------------------------------------------------------------
-
-    def scenario(
-        self, name: str, role: Role, act: Callable[[list[dict[str, Any]]], None]
-    ) -> dict[str, list[str]]:
-        """Steady app, steady stretch, act(pods), until steady again; returns each pod's
-        revision afterwards."""
-        start = self.rehearsal.scenarios[-1].end if self.rehearsal.scenarios else 0.0
-        self.rehearsal.scenarios.append(Scenario(name, role, start, start, start))
-        log(f"{self.run.elapsed():7.1f} s  --- {name} ({role})")
-        before = self.wait_steady()
-        seen = set().union(*self.revisions(before).values())
-        time.sleep(self.steady_seconds)
-        self.current.event_start = self.run.elapsed()
-        act(before)
-        after = self.wait_steady()
-        revisions = self.revisions(after)
-        self.current.revisions_seen = sorted(seen.union(*revisions.values()))
-        self.current.end = self.run.elapsed()
-        log(f"{self.current.end:7.1f} s  steady again")
-        return revisions
-
     # --- the events ------------------------------------------------------------------
 
-    def roll(self, image_ref: str, what: str) -> Callable[[list[dict[str, Any]]], None]:
+    def roll(self, image_ref: str, what: str) -> Act:
         """`make rollout IMAGE_REF=...`: the deploy flow rolls to that build, or restarts
         its pods when it runs already, and waits for the rollout."""
 
-        def act(before: list[dict[str, Any]]) -> None:
+        def act(before: Sequence[dict[str, Any]]) -> None:
             self.event(f"make rollout ({what})")
             self.make("rollout", IMAGE_REF=image_ref)
             self.event("rollout complete")
@@ -242,8 +227,8 @@ class Stage:
             1 for record in list(self.run.records) if record.intended >= start and not record.ok
         )
 
-    def restart_without_drain(self, image_ref: str) -> Callable[[list[dict[str, Any]]], None]:
-        def act(before: list[dict[str, Any]]) -> None:
+    def restart_without_drain(self, image_ref: str) -> Act:
+        def act(before: Sequence[dict[str, Any]]) -> None:
             for attempt in range(1, CONTROL_RESTARTS + 1):
                 pods = before if attempt == 1 else self.wait_steady()
                 self.roll(image_ref, f"restart {attempt}, no drain")(pods)
@@ -255,7 +240,7 @@ class Stage:
 
         return act
 
-    def scale_down(self, before: list[dict[str, Any]]) -> None:
+    def scale_down(self, before: Sequence[dict[str, Any]]) -> None:
         replicas = len(before)
         self.event(f"kubectl scale --replicas={replicas - 1}")
         self.kubectl("scale", f"deployment/{self.app.deployment}", f"--replicas={replicas - 1}")
@@ -292,7 +277,7 @@ class Stage:
         )
         return result.returncode, (result.stdout + result.stderr).strip()
 
-    def eviction(self, before: list[dict[str, Any]]) -> None:
+    def eviction(self, before: Sequence[dict[str, Any]]) -> None:
         def allowed() -> bool:
             pdb = self.cluster.get_json(
                 "poddisruptionbudget", self.app.deployment, "--namespace", self.app.namespace
@@ -317,13 +302,13 @@ class Stage:
         )
         self.wait_gone({first})
 
-    def force_delete(self, before: list[dict[str, Any]]) -> None:
+    def force_delete(self, before: Sequence[dict[str, Any]]) -> None:
         victim = before[0]["metadata"]["name"]
         self.event(f"delete {short(victim)} --grace-period=0 --force")
         self.kubectl("delete", "pod", victim, "--grace-period=0", "--force", "--wait=false")
         self.wait_gone({victim})
 
-    def kill_container(self, before: list[dict[str, Any]]) -> None:
+    def kill_container(self, before: Sequence[dict[str, Any]]) -> None:
         pod = before[0]
         victim = pod["metadata"]["name"]
         restarts = restart_count(pod)
@@ -341,7 +326,7 @@ class Stage:
         )
         self.event(f"{short(victim)} restarted by the kubelet")
 
-    def drain_off(self, before: list[dict[str, Any]]) -> None:
+    def drain_off(self, before: Sequence[dict[str, Any]]) -> None:
         self.event("kubectl set env DRAIN_SECONDS=0")
         self.kubectl("set", "env", f"deployment/{self.app.deployment}", "DRAIN_SECONDS=0")
         self.kubectl(
@@ -469,7 +454,14 @@ def _rehearse(cluster: LocalCluster, log_dir: Path) -> Rehearsal:
         load = ServiceLoad.measured(cluster, app)
         with LoadRun(load.target, load.plan(LOAD_BOUND_SECONDS)) as run:
             rehearsal = load.rehearsal(app, run, MIN_ROLLOUT_REQUESTS)
-            stage = Stage(cluster, app, observer, run, rehearsal, log_dir)
+            stage = ClusterStage(
+                cluster=cluster,
+                app=app,
+                observer=observer,
+                run=run,
+                rehearsal=rehearsal,
+                log_dir=log_dir,
+            )
             log(f"load: {load.rate:,.0f} req/s open loop, both client kinds")
             stage.scenario("rollout restart", Role.ROLLOUT, stage.roll(current_ref, "restart"))
             revisions = stage.scenario(

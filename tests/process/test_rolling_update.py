@@ -1,185 +1,103 @@
-"""A rolling update behind a real load balancer, the way a Service sees it.
+"""Rolling updates behind a real load balancer, the way a Service sees them: the rehearsal's
+local target (`python -m rehearsal --mode local`, rehearsal/local.py), run once for real.
 
-HAProxy plays kube-proxy: it health-checks /readyz every 200 ms and stops
-routing to a backend that fails once. Retries are off, so every request the
-proxy cannot serve reaches the client as a failure. Two old pods are replaced by
-a new one while the load runs, as `maxSurge: 1, maxUnavailable: 0` would.
-
-The roll is a scenario of the zero-downtime rehearsal (rehearsal/report.py) with this
-target: the same open-loop load, the same steady stretch and event window, the same
-gates and the same summary row as the rehearsal on the cluster and `make rollout-check`.
+HAProxy plays kube-proxy: it health-checks /readyz every 200 ms and stops routing to a
+backend that fails twice. Retries are off, so every request the proxy cannot serve reaches
+the client as a failure. Two pods are replaced one at a time, as `maxSurge: 1,
+maxUnavailable: 0` would, under the same open-loop load, the same steady stretch and event
+window and the same gates as the rehearsal on the cluster and `make rollout-check`.
 """
 
-import signal
+import json
+import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from matplotlib.image import imread
 
-from proving.contract import CONTRACT_SALT
-from proving.openloop import LoadPlan, LoadRun, Target
-from proving.service import ServiceProcess, answers_ready, free_port
-from proving.waiting import wait_until
-from rehearsal.report import (
-    Event,
-    Gate,
-    Rehearsal,
-    Role,
-    Scenario,
-    gates,
-    scenario_rows,
-    scenario_summary,
-)
+from proving.manifests import REPO
+from rehearsal.local import SALT
 from tests.support.needs import require_tool
+from tests.support.plots import red_pixels
 
 pytestmark = pytest.mark.slow
 
-StartService = Callable[..., ServiceProcess]
-# The open-loop load through the proxy: both client kinds, a rate the 2-core CI machine
-# serves with room to spare, bounded even if nobody stopped it.
-LOAD = LoadPlan.bounded(rate=200, seconds=60)
-# The event windows here are short; this floor only proves the load really ran.
-MIN_ROLLOUT_REQUESTS = 50
-HAPROXY_CONFIG = """\
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    # No retries or redispatch: a request sent to a pod that refuses it is a failure.
-    retries 0
 
-frontend service
-    bind 127.0.0.1:{port}
-    default_backend pods
-
-backend pods
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    # Like a readiness probe with periodSeconds 0.2, failureThreshold 2 and a timeout
-    # generous enough that a pod busy with this very load is not taken for dead.
-    timeout check 2s
-    default-server inter 200ms fall 2 rise 1
-{servers}
-"""
-
-
-@pytest.fixture
-def haproxy(tmp_path: Path) -> Iterator[Callable[[list[int], str], int]]:
-    binary = require_tool("haproxy", "apt-get install haproxy")
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(backend_ports: list[int], down_at_start: str) -> int:
-        port = free_port()
-        servers = "\n".join(
-            f"    server pod{n} 127.0.0.1:{backend} check"
-            for n, backend in enumerate(backend_ports)
-        )
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
-        log = (tmp_path / "haproxy.log").open("wb")
-        processes.append(
-            subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
-        )
-        assert wait_until(lambda: answers_ready(port), timeout=15), "haproxy did not come up"
-        # HAProxy assumes a server up until its checks fail; traffic must not start
-        # before the proxy has seen the not-yet-started surge pod as down.
-        log_path = tmp_path / "haproxy.log"
-        assert wait_until(lambda: f"{down_at_start} is DOWN" in log_path.read_text(), timeout=15)
-        return port
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _served_hashes(service: ServiceProcess) -> int:
-    # LOG_LEVEL=DEBUG below: every request is access-logged.
-    return service.output.count('"route": "/user_hash"')
-
-
-def _roll(
-    start_service: StartService,
-    haproxy: Callable[[list[int], str], int],
-    drain: str,
-    scenario: Scenario,
-) -> tuple[Rehearsal, list[int]]:
-    """Runs `scenario` (its times are set here): a steady stretch once both old pods
-    serve, then the event window from the surge pod's start to 50 answers after the
-    last old pod exited."""
-    env = {
-        "USER_SALT": CONTRACT_SALT,
-        "DRAIN_SECONDS": drain,
-        "GRACEFUL_TIMEOUT_SECONDS": "5",
-        "LOG_LEVEL": "DEBUG",
-    }
-    old = [start_service(**env), start_service(**env)]
-    new_port = free_port()
-    port = haproxy([old[0].port, old[1].port, new_port], "pods/pod2")
-    new = start_service(wait_ready=False, PORT=str(new_port), **env)  # the surge pod
-    exit_codes = []
-    started_at = time.time()
-    with LoadRun(Target("127.0.0.1", port, CONTRACT_SALT), LOAD) as load:
-        scenario.start = load.elapsed()
-        assert wait_until(lambda: all(_served_hashes(pod) > 0 for pod in old), timeout=15)
-        scenario.event_start = load.elapsed()
-        new.wait_ready()
-        scenario.events.append(Event(load.elapsed(), "surge pod ready", pod="pod2"))
-        assert wait_until(lambda: _served_hashes(new) > 0, timeout=15)
-        for number, pod in enumerate(old):
-            scenario.events.append(Event(load.elapsed(), "SIGTERM", pod=f"pod{number}"))
-            pod.send_signal(signal.SIGTERM)
-            exit_codes.append(pod.wait_exit(timeout=30))
-            scenario.events.append(Event(load.elapsed(), "exited", pod=f"pod{number}"))
-        served_before = load.answered()
-        assert wait_until(lambda: load.answered() >= served_before + 50, timeout=15)
-        records = load.stop()
-        scenario.end = load.elapsed()
-    rehearsal = Rehearsal(
-        target=f"HAProxy on 127.0.0.1:{port} before python -m user_hasher processes",
-        rate=LOAD.rate,
-        saturation=None,
-        started_at=started_at,
-        min_rollout_requests=MIN_ROLLOUT_REQUESTS,
-        not_ready_source="HAProxy's /readyz checks (not observed here)",
-        scenarios=[scenario],
-        records=records,
+@pytest.fixture(scope="module")
+def rehearsed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    """The CLI's output folder, its summary.json and its stdout."""
+    haproxy = require_tool("haproxy", "apt-get install haproxy")
+    out = tmp_path_factory.mktemp("rehearsal")
+    finished = subprocess.run(
+        [sys.executable, "-m", "rehearsal", "--mode", "local", "--out", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PATH": f"{Path(haproxy).parent}:{os.environ.get('PATH', '')}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    print("\n".join(scenario_rows([scenario_summary(records, scenario)])))
-    return rehearsal, exit_codes
+    print(finished.stdout, finished.stderr)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text()), finished.stdout
 
 
-def _verdict(rehearsal: Rehearsal) -> dict[str, Gate]:
-    return {gate.name: gate for gate in gates(rehearsal)}
+def scenarios(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {scenario["name"]: scenario for scenario in data["scenarios"]}
 
 
-def test_rolling_update_behind_a_load_balancer_drops_nothing(
-    start_service: StartService, haproxy: Callable[[list[int], str], int]
+def test_rollouts_behind_a_load_balancer_drop_nothing(
+    rehearsed: tuple[Path, dict[str, Any], str],
 ) -> None:
-    scenario = Scenario("haproxy-roll-with-drain", Role.ROLLOUT, 0.0, 0.0, 0.0)
-    rehearsal, exit_codes = _roll(start_service, haproxy, "2", scenario)
-    verdict = _verdict(rehearsal)
-    for name in (
-        f"0 failed requests in {scenario.name}",
-        f"at least {MIN_ROLLOUT_REQUESTS} requests during the rollouts",
-        "0 failed requests outside the scenarios",
-    ):
-        assert verdict[name].passed, f"{name}: {verdict[name].detail}"
-    assert exit_codes == [0, 0]
+    _, data, stdout = rehearsed
+    assert stdout.splitlines()[-1] == "RESULT: PASS"
+    by_name = scenarios(data)
+    assert {name: s["role"] for name, s in by_name.items()} == {
+        "rollout": "rollout",
+        "SIGKILL": "fault",
+        "rollout DRAIN_SECONDS=0": "rollout",
+        "rollout without drain": "negative-control",
+    }
+    for name in ("rollout", "rollout DRAIN_SECONDS=0"):
+        rollout = by_name[name]
+        assert rollout["failed"] == 0
+        assert min(rollout["requests_by_client"].values()) > 0
+        assert rollout["during"]["requests"] > 0
+        # Both old pods were sent SIGTERM, and the proxy took each out of rotation.
+        assert len(rollout["sigterm_to_not_ready_s"]) == 2
+        assert all(seconds is not None for seconds in rollout["sigterm_to_not_ready_s"].values())
+    assert by_name["rollout"]["revisions_seen"] == ["local-1", "local-2"]
+    gates = {gate["name"]: gate for gate in data["gates"]}
+    exited = gates["every pod sent SIGTERM exited 0 (its graceful shutdown)"]
+    assert exited["passed"], exited["detail"]
+    assert data["passed"] is True
 
 
 def test_negative_control_without_a_drain_the_load_balancer_drops_requests(
-    start_service: StartService, haproxy: Callable[[list[int], str], int]
+    rehearsed: tuple[Path, dict[str, Any], str],
 ) -> None:
-    """Same roll with DRAIN_SECONDS=0: the pod stops listening before the proxy
-    notices, so requests fail. This is what the drain is for, and proves the
-    zero above is not the checker's blindness."""
-    scenario = Scenario("haproxy-roll-no-drain", Role.NEGATIVE_CONTROL, 0.0, 0.0, 0.0)
-    rehearsal, exit_codes = _roll(start_service, haproxy, "0", scenario)
-    gate = _verdict(rehearsal)[f"negative control {scenario.name} records failures"]
-    assert gate.passed, gate.detail
-    assert exit_codes == [0, 0]
+    """The same roll with DRAIN_SECONDS=0: the pod stops listening before the proxy notices,
+    so requests fail. This is what the drain is for, and proves the zeros above are not the
+    checker's blindness. A SIGKILL, which no drain can help, loses requests too."""
+    _, data, _ = rehearsed
+    by_name = scenarios(data)
+    for name in ("rollout without drain", "SIGKILL"):
+        assert by_name[name]["failed"] > 0
+        # The proxy answers 503 for a backend that refused; a cut connection is empty.
+        assert set(by_name[name]["errors_by_kind"]) <= {"5xx", "empty-response", "reset"}
+
+
+def test_the_outputs_show_the_run(rehearsed: tuple[Path, dict[str, Any], str]) -> None:
+    out, _, _ = rehearsed
+    assert imread(out / "rollout.png").shape[:2] == (750, 1400)
+    assert red_pixels(out / "rollout.png") > 0
+    # Every pod's log and the proxy's are kept.
+    logs = {path.name: path.read_text() for path in (out / "logs").iterdir()}
+    assert {"haproxy.log", "pod-0.log", "pod-1.log"} <= set(logs)
+    # Whatever happened to them, no pod logged the salt or a query string.
+    for name, text in logs.items():
+        assert SALT not in text, name
+        assert "user_id=" not in text, name

@@ -1,18 +1,16 @@
-"""The rehearsal's report side (rehearsal/): gates, summary.json, the plot, and the
-whole of `python -m rehearsal` run for real against local processes."""
+"""The rehearsal's report side (rehearsal/): gates, summary.json and the plot, on records made
+here. The whole of `python -m rehearsal` runs for real in tests/process/test_rolling_update.py
+(local processes) and tests/cluster/test_rehearsal.py (the cluster)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from matplotlib.image import imread
 
-from proving.manifests import REPO
 from proving.openloop import Client, Error, RequestRecord
-from rehearsal.plot import FAILED, plot_rehearsal
+from rehearsal.plot import plot_rehearsal
 from rehearsal.report import Event, Rehearsal, Role, Scenario, human_summary, summary
+from tests.support.plots import red_pixels
 
 
 def steady_load(start: float, end: float, latency: float, rate: int = 100) -> list[RequestRecord]:
@@ -169,13 +167,6 @@ def test_human_summary_names_every_scenario_and_ends_with_the_verdict() -> None:
     assert "FAIL" in human_summary(summary(rehearsal_of(*CLEAN[:3])), [])
 
 
-def red_pixels(path: Path) -> int:
-    image = imread(path)
-    red = tuple(int(FAILED[i : i + 2], 16) / 255 for i in (1, 3, 5))
-    close = abs(image[:, :, :3] - red).max(axis=2) < 0.02
-    return int(close.sum())
-
-
 def test_the_plot_marks_failed_requests_in_red(tmp_path: Path) -> None:
     clean = rehearsal_of(*CLEAN[:2])
     broken = rehearsal_of(*CLEAN[:2])
@@ -185,41 +176,3 @@ def test_the_plot_marks_failed_requests_in_red(tmp_path: Path) -> None:
     assert imread(tmp_path / "clean.png").shape[:2] == (750, 1400)
     # Only the legend's swatches are red when nothing failed.
     assert red_pixels(tmp_path / "broken.png") > 3 * red_pixels(tmp_path / "clean.png")
-
-
-@pytest.mark.slow
-def test_python_m_rehearsal_runs_local_scenarios_end_to_end(tmp_path: Path) -> None:
-    """The real CLI against real processes: a SIGTERM with a drain loses nothing, a
-    SIGKILL and a SIGTERM without a drain lose requests, and the outputs say so."""
-    out = tmp_path / "rehearsal"
-    finished = subprocess.run(
-        [sys.executable, "-m", "rehearsal", "--mode", "local", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    print(finished.stdout, finished.stderr)
-    assert finished.returncode == 0
-    assert finished.stdout.splitlines()[-1] == "RESULT: PASS"
-
-    data = json.loads((out / "summary.json").read_text())
-    scenarios = {s["name"]: s for s in data["scenarios"]}
-    assert {name: s["role"] for name, s in scenarios.items()} == {
-        "sigterm-with-drain": "rollout",
-        "sigkill": "fault",
-        "sigterm-without-drain": "negative-control",
-    }
-    drained = scenarios["sigterm-with-drain"]
-    assert drained["failed"] == 0
-    assert min(drained["requests_by_client"].values()) > 0
-    assert drained["during"]["requests"] > 0
-    assert drained["revisions_seen"] == ["local-sigterm-with-drain"]
-    assert drained["sigterm_to_not_ready_s"]["local-sigterm-with-drain"] is not None
-    for name in ("sigkill", "sigterm-without-drain"):
-        assert scenarios[name]["failed"] > 0
-        assert set(scenarios[name]["errors_by_kind"]) <= {"refused", "reset", "empty-response"}
-    assert data["passed"] is True
-    assert imread(out / "rollout.png").shape[:2] == (750, 1400)
-    assert red_pixels(out / "rollout.png") > 0
