@@ -66,7 +66,9 @@ REFUSED_CONNECTION = (
 
 
 class Admission:
-    """The counts the refusals are decided on, and the refusals by reason; one per process."""
+    """The counts the refusals are decided on, and the refusals by reason; one per process,
+    the service's (app.py): the accept gate (connections.py) and the ASGI layer (asgi.py)
+    count and decide on it, and the metrics read `shed` when Prometheus scrapes."""
 
     def __init__(
         self, max_in_flight: int, saturated_lag: float = 0.005, enabled: bool = True

@@ -1,7 +1,11 @@
 """Builds the service: the Quart app with its blueprints, error handlers and the state its
 handlers read, inside the ASGI layer (asgi.py) that serves /metrics on its own port, times
-every response and closes connections while the pod drains. Nothing is built at import:
-`__main__.py` calls `create_service` once.
+every response, sheds past the in-flight bound and closes connections while the pod drains.
+Nothing is built at import: `__main__.py` calls `create_service` once.
+
+The service owns the process's state and hands each part to what uses it: the lifecycle
+(the handlers, the ASGI layer, the server's signals) and admission control's counts (the
+ASGI layer and the accept gate count and decide on them, the metrics read the refusals).
 """
 
 import logging
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from quart import Quart
 
+from user_hasher.admission import Admission
 from user_hasher.asgi import ASGIApp, ResponseObserver, wrap_app
 from user_hasher.blueprints import health, user_hash
 from user_hasher.errors import register_error_handlers
@@ -38,6 +43,7 @@ class Service:
     asgi: ASGIApp  # what Hypercorn serves
     quart: UserHasherApp
     lifecycle: Lifecycle
+    admission: Admission  # one per process: the accept gate (server.py) shares it
     metrics: Metrics
     settings: Settings
 
@@ -61,12 +67,17 @@ def create_app(settings: Settings, lifecycle: Lifecycle, metrics: Metrics) -> Us
 
 def create_service(
     settings: Settings,
+    *,
+    admission: Admission | None = None,
     metrics: Metrics | None = None,
     observers: Sequence[ResponseObserver] | None = None,
 ) -> Service:
-    """`observers` of every response default to the request metrics and the access log."""
+    """`observers` of every response default to the request metrics and the access log.
+    A given `metrics` publishes the shed counts it was built with: to publish this
+    service's, build it with `shed_counts=admission.shed` and give that `admission` too."""
     lifecycle = Lifecycle(drain_seconds=settings.DRAIN_SECONDS)
-    metrics = metrics if metrics is not None else Metrics(settings)
+    admission = admission if admission is not None else Admission.from_settings(settings)
+    metrics = metrics if metrics is not None else Metrics(settings, shed_counts=admission.shed)
     quart = create_app(settings, lifecycle, metrics)
     if observers is None:
         observers = (metrics.observe_response, AccessLog(settings.SLOW_REQUEST_SECONDS))
@@ -74,8 +85,16 @@ def create_service(
         quart,
         routes=frozenset(rule.rule for rule in quart.url_map.iter_rules()),
         lifecycle=lifecycle,
+        admission=admission,
         metrics=metrics,
         observers=observers,
         metrics_port=settings.METRICS_PORT,
     )
-    return Service(asgi=asgi, quart=quart, lifecycle=lifecycle, metrics=metrics, settings=settings)
+    return Service(
+        asgi=asgi,
+        quart=quart,
+        lifecycle=lifecycle,
+        admission=admission,
+        metrics=metrics,
+        settings=settings,
+    )

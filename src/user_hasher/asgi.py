@@ -14,7 +14,9 @@ Quart. One wrapper (`wrap_app`), its jobs each a function named for it:
   handed to each `ResponseObserver` (the request metrics, the access log).
 - admission (admission.py): a request for a `SHEDDABLE_ROUTES` route past the in-flight
   bound is answered 503 at once, with `Connection: close`, so the client's next request
-  meets the accept gate (connections.py), which refuses for far less.
+  meets the accept gate (connections.py), which refuses for far less. The `Admission` is
+  the service's (app.py), shared with the gate: the requests in the app are counted on
+  it, and the requests shed here.
 - `close_connection`: while the pod drains, every response carries `Connection: close`
   (lifecycle.py).
 
@@ -27,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
 
-from user_hasher.admission import SHED_BODY, SHED_HEADERS
+from user_hasher.admission import SHED_BODY, SHED_HEADERS, Admission
 from user_hasher.lifecycle import Lifecycle
 from user_hasher.metrics import Metrics
 
@@ -57,6 +59,7 @@ def wrap_app(
     *,
     routes: Collection[str],
     lifecycle: Lifecycle,
+    admission: Admission,
     metrics: Metrics,
     observers: Sequence[ResponseObserver],
     metrics_port: int,
@@ -64,7 +67,6 @@ def wrap_app(
     """`routes`: the app's route templates; all are static paths, so a request's route is
     its path when the path is one of them. `metrics_port`: the listening port that serves
     /metrics and only /metrics; every other port serves the app."""
-    admission = metrics.admission
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: startup and shutdown hooks

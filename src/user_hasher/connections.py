@@ -244,7 +244,8 @@ async def admission_control(
     config: Config, admission: Admission, settings: Settings
 ) -> AsyncIterator[ConnectionGate]:
     """While it lasts: the app's port (settings.PORT) behind a gate and the event loop's
-    lag watched. The one hook serve() needs."""
+    lag watched. The one hook serve() needs. `admission`: the service's, the one its ASGI
+    layer counts on, so the gate and the app see the same requests in flight."""
     gate = ConnectionGate.from_settings(admission, settings)
     gate_connections(config, gate, settings.PORT)
     lag_watch = asyncio.get_running_loop().create_task(admission.watch_event_loop())

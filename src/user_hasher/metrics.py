@@ -1,6 +1,9 @@
 """The service's Prometheus metrics: a dedicated aioprometheus Registry, its families,
 the per-response recorder and the rendering of /metrics.
 
+The refusals by reason (user_hasher_shed_total) are counted by admission control, whose
+state the service owns (app.py); the metrics only read those counts when rendering.
+
 Every series carries `app_version`, `pod_ip` and `node_ip` (aioprometheus const labels,
 added when rendering), so a query can tell versions apart during a rolling deploy and
 find the pod and node behind a spike. `user_hasher_build_info` alone also carries the
@@ -15,13 +18,14 @@ set is "other", and a status becomes its class.
 
 import bisect
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import aioprometheus
 from aioprometheus import Counter, Gauge, Histogram, Registry
 from aioprometheus.histogram import Histogram as BucketCounts
 
-from user_hasher.admission import REASONS, Admission
+from user_hasher.admission import REASONS
 from user_hasher.hashing import salt_fingerprint
 from user_hasher.settings import Settings
 
@@ -55,6 +59,8 @@ RESPONSE_LABELS = ("method", "route", "status_class")
 ResponseKey = tuple[str, str, str]  # values of RESPONSE_LABELS, in that order
 
 _STATUS_CLASSES = {2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# The shed counts of a service that refuses nothing: every reason, at 0.
+NOTHING_SHED: Mapping[str, int] = MappingProxyType(dict.fromkeys(REASONS, 0))
 
 
 def status_class(status: int) -> str:
@@ -85,7 +91,7 @@ def build_labels(settings: Settings) -> dict[str, str]:
 
 
 class Metrics:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shed_counts: Mapping[str, int] = NOTHING_SHED) -> None:
         self.registry = Registry()
         labels = identity_labels(settings)
         # Its series are written whole at scrape time, with DURATION_BUCKETS_SECONDS
@@ -121,9 +127,9 @@ class Metrics:
             const_labels=labels,
             registry=self.registry,
         )
-        # Its counts are this process's (one per service): the ASGI layer and the accept
-        # gate decide and count on it, and render() reads them here.
-        self.admission = Admission.from_settings(settings)
+        # The refusals by reason (Admission.shed): counted by admission control, read here
+        # at every scrape, never written.
+        self._shed_counts = shed_counts
         # The request path only counts, in plain Python objects; aioprometheus's
         # collectors, which serialise their label dicts on every call, are brought up
         # to date when Prometheus scrapes (render). Bounded: the keys are bounded values.
@@ -152,7 +158,7 @@ class Metrics:
         """The /metrics body and its headers, in the format the Accept headers ask for."""
         self.hashes_generated.set({}, self._hashes)
         for reason in REASONS:  # every reason from the start, so rate() sees the first
-            self.shed.set({"reason": reason}, self.admission.shed[reason])
+            self.shed.set({"reason": reason}, self._shed_counts[reason])
         for durations in self._durations.values():
             histogram = durations.as_histogram()
             self.request_duration.set_value(durations.labels, histogram)

@@ -2,7 +2,8 @@
 
 Hypercorn's own signal handling closes the listener at once and its master/worker
 mode delays signals; here SIGTERM/SIGINT start the drain in lifecycle.py instead, and
-Hypercorn is told to stop only when the drain is over.
+Hypercorn is told to stop only when the drain is over. While it serves, the app's port
+is behind the accept gate of the service's admission control (connections.py).
 """
 
 import asyncio
@@ -51,7 +52,7 @@ async def serve(service: Service) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.lifecycle.begin_shutdown, signum.name)
     config = hypercorn_config(service.settings)
-    async with admission_control(config, service.metrics.admission, service.settings):
+    async with admission_control(config, service.admission, service.settings):
         await hypercorn_serve(
             service.asgi,  # type: ignore[arg-type]
             config,

@@ -10,17 +10,28 @@ from pydantic import SecretStr
 
 from proving.contract import CONTRACT_BODY, CONTRACT_TARGET
 from tests.conftest import SALT
-from tests.metrics_text import HASHES, RESPONSES, by_response, value
+from tests.metrics_text import HASHES, RESPONSES, by_response, samples, value
+from user_hasher.admission import CONNECTIONS, IN_APP_FACTOR, IN_FLIGHT, SATURATED, Admission
 from user_hasher.app import Service, create_service
 from user_hasher.asgi import Scope
 from user_hasher.metrics import Metrics
 from user_hasher.settings import Settings
+
+SHED = "user_hasher_shed_total"
 
 
 async def send(service: Service, requests: Sequence[tuple[str, str]]) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=service.asgi)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return [await client.request(method, target) for method, target in requests]
+
+
+def shed_by_reason(metrics: Metrics) -> dict[str, float]:
+    return {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples(metrics.render([])[0].decode()).items()
+        if name == SHED
+    }
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, int]]:
@@ -90,6 +101,36 @@ async def test_a_given_metrics_registry_is_the_one_that_counts() -> None:
     assert service.metrics is metrics
     await send(service, [("GET", "/healthz")])
     assert by_response(metrics.render([])[0].decode(), RESPONSES) == {("GET", "/healthz", "2xx"): 1}
+
+
+async def test_the_service_admission_sheds_in_the_app_and_its_refusals_are_on_metrics() -> None:
+    service = create_service(Settings(MAX_IN_FLIGHT=1))
+    service.admission.lag = 1.0  # saturated
+    service.admission.in_flight = IN_APP_FACTOR  # the bound in the app, for MAX_IN_FLIGHT=1
+    (shed,) = await send(service, [("GET", CONTRACT_TARGET)])
+    assert shed.status_code == 503
+    assert service.admission.shed == {IN_FLIGHT: 1, SATURATED: 0, CONNECTIONS: 0}
+    service.admission.shed[CONNECTIONS] += 2  # as the accept gate counts its refusals
+    assert shed_by_reason(service.metrics) == {IN_FLIGHT: 1.0, SATURATED: 0.0, CONNECTIONS: 2.0}
+
+
+async def test_a_given_admission_is_the_one_that_decides_and_counts() -> None:
+    settings = Settings()
+    admission = Admission(max_in_flight=1)
+    metrics = Metrics(settings, shed_counts=admission.shed)
+    service = create_service(settings, admission=admission, metrics=metrics)
+    assert service.admission is admission
+    admission.lag, admission.in_flight = 1.0, IN_APP_FACTOR
+    (shed,) = await send(service, [("GET", CONTRACT_TARGET)])
+    assert shed.status_code == 503
+    assert shed_by_reason(metrics) == {IN_FLIGHT: 1.0, SATURATED: 0.0, CONNECTIONS: 0.0}
+
+
+def test_the_service_admission_follows_the_settings() -> None:
+    off = create_service(Settings(MAX_IN_FLIGHT=5, SHED_LOAD=False)).admission
+    assert off.enabled is False
+    on = create_service(Settings(MAX_IN_FLIGHT=5, SATURATED_LAG_SECONDS=0.02)).admission
+    assert (on.enabled, on.max_in_flight, on.saturated_lag) == (True, 5, 0.02)
 
 
 async def test_given_observers_replace_the_metrics_and_the_access_log(

@@ -11,6 +11,7 @@ import pytest
 
 from proving.contract import CONTRACT_TARGET
 from tests.metrics_text import HASHES, RESPONSES, by_response, value
+from user_hasher.admission import Admission
 from user_hasher.app import Service, create_app, create_service
 from user_hasher.asgi import ASGIApp, Message, Receive, Scope, Send, arrived_on, wrap_app
 from user_hasher.lifecycle import Lifecycle
@@ -39,6 +40,7 @@ def wrapped(app: ASGIApp, recorder: Recorder, lifecycle: Lifecycle | None = None
         app,
         routes={"/user_hash", "/healthz"},
         lifecycle=lifecycle or Lifecycle(drain_seconds=0),
+        admission=Admission.from_settings(Settings()),
         metrics=Metrics(Settings()),
         observers=[recorder],
         metrics_port=METRICS_PORT,
@@ -433,6 +435,7 @@ async def test_a_handler_exception_in_the_real_stack_is_a_json_500_counted_as_5x
         quart,
         routes={"/broken"},
         lifecycle=lifecycle,
+        admission=Admission.from_settings(settings),
         metrics=metrics,
         observers=[metrics.observe_response],
         metrics_port=METRICS_PORT,
