@@ -55,6 +55,7 @@ from proving.contract import CONTRACT_SALT
 from proving.manifests import MANIFEST, app_container, load_documents, only
 from proving.openloop import LoadPlan, LoadRun, Target, summarize
 from proving.service import http_get
+from user_hasher.admission import Admission
 from user_hasher.asgi import ASGIApp, wrap_app
 from user_hasher.hashing import parse_user_id, user_hash
 from user_hasher.lifecycle import Lifecycle
@@ -219,6 +220,7 @@ def parts(shipped_cpu_us: float, calls: int = 100_000) -> dict:
         bare,
         routes={"/user_hash"},
         lifecycle=Lifecycle(0),
+        admission=Admission.from_settings(Settings()),
         metrics=metrics,
         observers=(),
         metrics_port=Settings().METRICS_PORT,

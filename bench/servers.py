@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from hypercorn.asyncio import serve as hypercorn_serve
 from quart import Quart, request
 
+from user_hasher.admission import Admission
 from user_hasher.app import create_service
 from user_hasher.asgi import ASGIApp, Receive, Scope, Send
 from user_hasher.logs import AccessLog, configure_logging
@@ -59,9 +60,11 @@ async def serve_variant(variant: str, settings: Settings) -> None:
         app = raw_app(salt) if variant == "raw" else quart_app(salt)
         await hypercorn_serve(app, hypercorn_config(settings))  # type: ignore[arg-type]
         return
-    metrics, access_log = Metrics(settings), AccessLog(settings.SLOW_REQUEST_SECONDS)
+    admission = Admission.from_settings(settings)  # so the variant's /metrics counts its refusals
+    metrics = Metrics(settings, shed_counts=admission.shed)
+    access_log = AccessLog(settings.SLOW_REQUEST_SECONDS)
     observers = {"no-access-log": [metrics.observe_response], "no-metrics": [access_log]}[variant]
-    await serve(create_service(settings, metrics=metrics, observers=observers))
+    await serve(create_service(settings, admission=admission, metrics=metrics, observers=observers))
 
 
 def main() -> None:
