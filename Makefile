@@ -42,7 +42,7 @@ test: install ## The fast loop: set up, ruff, and the tests that mirror src/ (te
 
 .PHONY: check
 check: install lint manifest-check rules-check ## The full check CI runs: every suite (processes, tooling, k8s, container, cluster)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 .PHONY: lint
 lint: install ## ruff lint and format check, hadolint, shellcheck

@@ -166,7 +166,8 @@ class Watch:
     def summary(self, answers: int) -> dict:
         result: dict = {
             "rss_peak_mib": max(self.rss_mib, default=None),
-            "cpu_us_per_answer": self.cpu_seconds / max(answers, 1) * 1e6,
+            # None when nothing was answered: no answer had a cost to share out.
+            "cpu_us_per_answer": self.cpu_seconds / answers * 1e6 if answers else None,
         }
         for path in PROBE_PATHS:
             times = [seconds for name, seconds, _ in self.probes if name == path]
