@@ -85,8 +85,8 @@ STEADY_TIMEOUT_SECONDS = 240
 # What a default `minikube start` leaves for pods (../shared/kube/README.md): its control
 # plane's requests (this bundle runs its own outside pods) reserved on the node.
 MINIKUBE_SYSTEM_RESERVED = "cpu=700m,memory=170Mi"
-# The metrics-server addon (README has users enable it for the HPA) as far as the scheduler
-# sees it: a pod requesting what the addon requests. It serves no metrics.
+# The metrics-server addon (docs/operating.md has users enable it for the HPA) as far as the
+# scheduler sees it: a pod requesting what the addon requests. It serves no metrics.
 METRICS_SERVER_STAND_IN = """
 apiVersion: apps/v1
 kind: Deployment
@@ -267,7 +267,8 @@ def hashes_generated(host: str) -> float:
 def prometheus(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ClusterPrometheus]:
-    """Prometheus with README's scrape config, discovering the cluster's pods; 1 s scrapes."""
+    """Prometheus with the committed scrape config (tests/cluster/prometheus.py), discovering
+    the cluster's pods; 1 s scrapes."""
     problem = f"no Prometheus with Kubernetes discovery at {bundle_binary()}"
     require(None if bundle_binary().is_file() else problem, "the Prometheus tests")
     server = ClusterPrometheus(tmp_path_factory.mktemp("prometheus"), cluster).start()

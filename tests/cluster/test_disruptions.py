@@ -27,7 +27,7 @@ from tests.cluster.conftest import (
 PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
 # Saturation: this many keep-alive connections send requests back to back at one pod for
 # LOAD_SECONDS, while /readyz is timed on a new connection every PROBE_INTERVAL, as the
-# kubelet probes. README, "Probes under saturation", has what this measured.
+# kubelet probes. docs/capacity.md, "Probes under saturation", has what this measured.
 # Many more than saturate a core (32), and fewer than the requests in the app past which
 # admission control sheds even what comes from the node, as this load does (4x its bound of
 # 48: docs/capacity.md#overload): the 503s would then count against the availability SLO
@@ -103,8 +103,8 @@ def test_the_hpa_owns_the_replica_count(
     assert deployment_replicas(cluster) == 3, "an apply with replicas kept the HPA's count"
     report("HPA's count: scaled to 4; re-applying user_hasher.yaml kept 4; replicas: 3 reset it")
 
-    # README's one-time migration for a Deployment once applied with `replicas`: without
-    # it, the next apply would delete the field, and the Deployment would drop to 1 pod.
+    # The one-time migration (docs/operating.md) for a Deployment once applied with `replicas`:
+    # without it, the next apply would delete the field, and the Deployment would drop to 1 pod.
     cluster.kubectl("apply", "set-last-applied", "-f", "user_hasher.yaml")
     run_make("minikube-deploy")
     assert deployment_replicas(cluster) == 3

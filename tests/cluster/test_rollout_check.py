@@ -2,9 +2,9 @@
 Job in the app's namespace, reaching the Service by its DNS name through CoreDNS and
 kube-proxy, under the enforced NetworkPolicy, while `kubectl rollout restart` runs.
 
-The policy engine here is kube-router (the bundle's stand-in; README "Zero downtime from
-inside a cluster"). Around a pod change it rejects some of the Job's packets to app pods, and
-once (1 of 12,000 requests, 1 of 9 runs) a new connection was refused. A rejection by the
+The policy engine here is kube-router (the bundle's stand-in; docs/testing.md, "Zero downtime
+from inside a cluster, in CI"). Around a pod change it rejects some of the Job's packets to app
+pods, and once (1 of 12,000 requests, 1 of 9 runs) a new connection was refused. A rejection by the
 policy engine reaches the client as an ICMP port unreachable for its SYN; an app that is not
 listening answers with a TCP reset instead. Both are "connection refused" to the client, so
 this test captures the ICMP on the pod bridge, and excuses a refused request only when the

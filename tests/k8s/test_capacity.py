@@ -1,5 +1,5 @@
 """The Deployment and the HPA use the sizing policy that `make bench` derives its numbers
-from (bench/capacity.py; README, "Capacity"): one place decides, the manifests follow."""
+from (bench/capacity.py; docs/capacity.md): one place decides, the manifests follow."""
 
 import yaml
 

@@ -162,6 +162,7 @@ def test_hypercorn_config_from_the_settings() -> None:
     assert config.accesslog is None
     assert config.errorlog is logging.getLogger("hypercorn.error")  # JSON, like every logger
     assert config.include_server_header is False
-    # What bounds the memory open connections hold (README's contract: 16 KiB of request head).
+    # What bounds the memory open connections hold: 16 KiB of request head (README's contract
+    # table, docs/capacity.md).
     assert config.h11_max_incomplete_size == 16 * 1024
     assert config.keep_alive_timeout == 5
