@@ -128,6 +128,8 @@ class LocalStage(Stage):
     and a crash do to pods."""
 
     fleet: LocalFleet
+    # A pod's port that does not answer yet (or any more) is "not yet", not an error.
+    transient: tuple[type[BaseException], ...] = (OSError,)
 
     def _signal(self, pod: LocalPod, signum: signal.Signals) -> None:
         """Sends the signal and records when the proxy took the pod out of rotation."""
