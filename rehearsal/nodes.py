@@ -6,8 +6,9 @@ m02 (zone-b) and m03 (zone-c), each in a network namespace of its own with its o
 containerd, kubelet and kube-proxy. The app is deployed the way people do (`make
 minikube-deploy`), and ONE open-loop load (keep-alive and new connections) goes to the
 Service's ClusterIP from this machine, that is from the first node's network, through its
-kube-proxy, for the whole run, while the scenarios run back to back, on the machinery of
-rehearsal/scenarios.py (Stage: a steady stretch, the event, until steady again):
+kube-proxy, for the whole run, while the scenarios run back to back, on the harness of
+rehearsal/stage.py (a steady stretch, the event, until steady again) as scenarios.py's
+ClusterStage drives it on the cluster:
 
 - drain m02: `kubectl drain` of a worker holding an app pod (evictions, the PDB, kubectl's
   retries), then uncordon: 0 failed, ready endpoints never below what the PDB allows;
