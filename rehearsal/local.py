@@ -27,7 +27,7 @@ from proving.haproxy import LoadBalancer
 from proving.openloop import LoadPlan, LoadRun, Target, measure_saturation
 from proving.service import ServiceProcess, answers_ready, http_get
 from proving.waiting import wait_for
-from rehearsal.observe import revisions
+from rehearsal.observe import hashes_generated, revisions
 from rehearsal.report import Gate, Rehearsal, Role
 from rehearsal.stage import Stage, log
 
@@ -66,11 +66,7 @@ class LocalPod:
 
     def served(self) -> bool:
         """It has answered a /user_hash: the proxy routes to it."""
-        metrics = http_get(self.service.metrics_port, "/metrics")[2].decode()
-        return any(
-            line.startswith("user_hasher_hashes_generated_total") and float(line.split()[-1]) > 0
-            for line in metrics.splitlines()
-        )
+        return hashes_generated(http_get(self.service.metrics_port, "/metrics")[2].decode()) > 0
 
 
 @dataclass

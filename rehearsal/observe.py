@@ -45,6 +45,17 @@ def build_info_labels(metrics_text: str, label: str) -> list[str]:
     )
 
 
+def hashes_generated(metrics_text: str) -> float:
+    """user_hasher_hashes_generated_total in a /metrics answer: the pod has answered
+    /user_hash once it is above 0."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "user_hasher_hashes_generated_total"
+    )
+
+
 def revisions(metrics_text: str) -> list[str]:
     """The revision label(s) of user_hasher_build_info: the build's own reference (the image
     sets APP_REVISION to its commit), which tells two builds of one version apart."""

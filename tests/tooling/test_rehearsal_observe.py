@@ -14,11 +14,14 @@ from rehearsal.observe import (
     deletion_seen,
     draining_at,
     endpoint_readiness,
+    hashes_generated,
     parse_timestamp,
     revisions,
     turned_not_ready,
 )
 from rehearsal.scenarios import App
+from user_hasher.metrics import Metrics
+from user_hasher.settings import Settings
 
 # As `kubectl logs --timestamps` prints the app's lines: the runtime's nanosecond stamp first.
 LOG = """\
@@ -114,6 +117,14 @@ def test_revisions_come_from_the_build_info_series() -> None:
         'other_total{revision="ignored"} 3\n'
     )
     assert revisions(text) == ["abc-rehearsal"]
+
+
+def test_hashes_generated_reads_the_apps_own_counter() -> None:
+    metrics = Metrics(Settings())
+    assert hashes_generated(metrics.render([])[0].decode()) == 0
+    metrics.count_hash()
+    metrics.count_hash()
+    assert hashes_generated(metrics.render([])[0].decode()) == 2
 
 
 def test_the_app_is_read_from_the_manifest() -> None:
